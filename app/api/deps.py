@@ -1,0 +1,55 @@
+"""Request dependencies: the process context, the caller's identity, scope and rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.dispatch.ratelimit import RateLimits
+from app.logging import bind
+from app.services import auth
+from app.services.auth import Principal, Scope
+from app.services.context import Context
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer jf_...`")
+
+
+def get_context(request: Request) -> Context:
+    context: Context = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def _principal(
+    ctx: ContextDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    principal = auth.authenticate(ctx, header)
+    bind(tenant=principal.tenant)
+    return principal
+
+
+def caller(scope: Scope, action: str) -> Callable[..., Principal]:
+    """A dependency: the authenticated caller, holding `scope`, within its `action` limit."""
+
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(_principal)]
+    ) -> Principal:
+        principal.require(scope)
+        limits: RateLimits = request.app.state.rate_limits
+        limits.hit(action, str(principal.key_id))
+        return principal
+
+    return dependency
+
+
+Submitter = Annotated[Principal, Depends(caller(Scope.PRODUCER, "submit"))]
+Reader = Annotated[Principal, Depends(caller(Scope.PRODUCER, "read"))]
+Writer = Annotated[Principal, Depends(caller(Scope.PRODUCER, "write"))]
+Admin = Annotated[Principal, Depends(caller(Scope.ADMIN, "admin"))]

@@ -1,0 +1,99 @@
+"""Producer routes for jobs: parse, authorize, call the service, shape the reply."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from app.api.deps import ContextDep, Reader, Submitter, Writer
+from app.domain.errors import InvalidRequest
+from app.domain.schemas import IdempotencyKey, JobCreate, JobDetail, JobOut, JobPage
+from app.domain.states import JobStatus
+from app.services import jobs
+from app.store.jobs import JobFilter
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "Same idempotency key, same request: the job",
+        },
+        409: {"description": "Same idempotency key, different request", **PROBLEM},
+        413: {"description": "Body too large", **PROBLEM},
+        422: {"description": "Invalid request", **PROBLEM},
+        429: {"description": "Rate limited; see Retry-After", **PROBLEM},
+    },
+)
+def submit_job(
+    body: JobCreate,
+    response: Response,
+    ctx: ContextDep,
+    principal: Submitter,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> JobOut:
+    if idempotency_key is not None:
+        if body.idempotency_key not in (None, idempotency_key):
+            raise InvalidRequest(
+                "the Idempotency-Key header and the idempotency_key field differ",
+                errors=[
+                    {
+                        "loc": ["header", "Idempotency-Key"],
+                        "msg": "differs from body.idempotency_key",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        body = body.model_copy(update={"idempotency_key": idempotency_key})
+    submitted = jobs.submit(ctx, principal, body)
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
+    return submitted.job
+
+
+@router.get("")
+def list_jobs(
+    ctx: ContextDep,
+    principal: Reader,
+    status: JobStatus | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: str | None = None,
+) -> JobPage:
+    where = JobFilter(tenant=principal.tenant_filter, status=status, queue=queue, task=task)
+    return jobs.list_page(ctx, principal, where, limit, offset, cursor)
+
+
+@router.get("/{job_id}", responses={404: {"description": "No such job", **PROBLEM}})
+def get_job(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> JobDetail:
+    return jobs.get(ctx, principal, job_id)
+
+
+@router.post("/{job_id}/cancel", responses={404: PROBLEM, 409: PROBLEM})
+def cancel_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
+    return jobs.cancel(ctx, principal, job_id)
+
+
+@router.post("/{job_id}/retry", responses={404: PROBLEM, 409: PROBLEM})
+def retry_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
+    return jobs.retry(ctx, principal, job_id)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: PROBLEM, 409: PROBLEM},
+)
+def delete_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> Response:
+    jobs.delete(ctx, principal, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

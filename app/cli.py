@@ -1,0 +1,181 @@
+"""The command line: python -m app api | dev | migrate | keys ... (and the fleet's commands)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.logging import configure_logging
+from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("app.cli")
+
+LOCAL_DIR = Path(".local")
+
+
+def _api(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.store.admin import migrate
+
+    migrate(settings.database_url)
+    print("migrated", settings.database_url.rsplit("@", 1)[-1])
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from app.services import auth
+    from app.services.context import Context
+
+    ctx = Context(settings)
+    try:
+        if args.keys_command == "create":
+            row, plain = auth.create_key(
+                ctx, args.tenant, [auth.Scope(s) for s in args.scope], args.name
+            )
+            print(f"created key {row.id} for tenant {row.tenant}, scopes {','.join(row.scopes)}")
+            print("the key is shown once; keep it now:")
+            print(plain)
+        elif args.keys_command == "list":
+            for key in auth.list_keys(ctx, args.tenant):
+                state = "revoked" if key.revoked_at else "active"
+                used = key.last_used_at.isoformat() if key.last_used_at else "never"
+                print(
+                    f"{key.id}  {key.tenant}  {','.join(key.scopes)}  {key.name or '-'}  "
+                    f"{state}  created {key.created_at.isoformat()}  last used {used}"
+                )
+        else:
+            auth.revoke_key(ctx, uuid.UUID(args.key_id))
+            print(f"revoked {args.key_id}")
+    finally:
+        ctx.close()
+    return 0
+
+
+def _demo_key(settings: Settings) -> str:
+    """Reuse the demo key of an earlier run while it is valid, so the tour's key stays put."""
+    from app.domain.errors import Unauthorized
+    from app.services import auth
+    from app.services.context import Context
+
+    saved = LOCAL_DIR / "demo-key"
+    ctx = Context(settings)
+    try:
+        if saved.exists():
+            try:
+                auth.authenticate(ctx, f"Bearer {saved.read_text().strip()}")
+                return saved.read_text().strip()
+            except Unauthorized:
+                pass
+        _, plain = auth.create_key(ctx, "demo", list(auth.Scope), "demo")
+        LOCAL_DIR.mkdir(exist_ok=True)
+        saved.write_text(plain + "\n")
+        return plain
+    finally:
+        ctx.close()
+
+
+def _dev(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.devstack import ensure_services
+    from app.main import create_app
+    from app.store.admin import migrate
+
+    database_url, redis_url, started = ensure_services(
+        settings.database_url, settings.redis_url, LOCAL_DIR
+    )
+    try:
+        settings = settings.model_copy(
+            update={"database_url": database_url, "redis_url": redis_url}
+        )
+        os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+        migrate(database_url)
+        key = _demo_key(settings)
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        print(
+            f"\nJobfleet is starting.\n"
+            f"  API        {base}\n  API docs   {base}/docs\n"
+            f"  Postgres   {database_url.rsplit('@', 1)[-1]}\n  Redis      {redis_url}\n"
+            f"  demo key   {key}\n\n"
+            f"  export JOBFLEET_KEY={key}\n"
+            f'  curl -s -H "Authorization: Bearer $JOBFLEET_KEY" {base}/jobs\n'
+            f"Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        uvicorn.run(
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        for service in reversed(started):
+            service.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("api", help="run the HTTP API (uvicorn)")
+    commands.add_parser("migrate", help="create the database if missing and apply migrations")
+    commands.add_parser(
+        "dev",
+        help="start (or reuse) Postgres and Redis, migrate, make a demo key, run it all",
+    )
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; it is printed once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=["producer", "worker", "admin"],
+        help="repeat for several scopes",
+    )
+    create.add_argument("--name", default="")
+    listing = key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--tenant")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "api": _api,
+    "migrate": _migrate,
+    "keys": _keys,
+    "dev": _dev,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    return COMMANDS[args.command](settings, args)

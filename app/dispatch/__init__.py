@@ -1,0 +1,1 @@
+"""Redis: the key layout, pushes, blocking pops, heartbeats, locks and scripts."""

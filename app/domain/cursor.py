@@ -1,0 +1,32 @@
+"""Opaque list cursors: the position (created_at, id) of the last job a page returned."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+
+from app.domain.errors import InvalidRequest
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, job_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except ValueError:
+        raise InvalidRequest(
+            "cursor is not valid: pass back the next_cursor of a previous page",
+            errors=[
+                {
+                    "loc": ["query", "cursor"],
+                    "msg": "invalid cursor",
+                    "type": "value_error",
+                }
+            ],
+        ) from None

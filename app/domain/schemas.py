@@ -1,0 +1,99 @@
+"""The shapes of requests and replies. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
+
+from app.domain.states import AttemptOutcome, JobStatus
+
+QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+TaskName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+Priority = Annotated[int, Field(ge=0, le=9)]
+
+MAX_BATCH = 1000
+
+
+class JobCreate(BaseModel):
+    """A job to submit. Higher priority runs first within its queue (0 lowest, 9 highest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: TaskName
+    payload: JsonValue = Field(default_factory=dict)
+    queue: QueueName = "default"
+    priority: Priority = 0
+    idempotency_key: IdempotencyKey | None = None
+    run_at: AwareDatetime | None = None
+    delay_seconds: float | None = Field(None, ge=0, le=366 * 86_400)
+    max_retries: int | None = Field(None, ge=0, le=100)
+    timeout_seconds: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_way_to_delay(self) -> JobCreate:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of everything but the idempotency key: equal digests mean the same request."""
+        body = self.model_dump(mode="json", exclude={"idempotency_key"})
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    worker_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome | None
+    error: str | None
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    tenant: str
+    queue: str
+    task: str
+    payload: Any
+    priority: int
+    status: JobStatus
+    idempotency_key: str | None
+    attempts: int
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None
+    result: Any
+    last_error: str | None
+    worker_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobDetail(JobOut):
+    history: list[AttemptOut] = Field(default_factory=list)
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+    next_cursor: str | None = None

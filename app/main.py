@@ -1,0 +1,51 @@
+"""create_app(): the FastAPI application. `uvicorn app.main:app` also works: the module
+builds the app lazily on first access, so importing it opens no connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import health, jobs, problems
+from app.api.middleware import BodySizeLimit, RequestContext
+from app.dispatch.ratelimit import RateLimits
+from app.logging import configure_logging
+from app.services.context import Context
+from app.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    context = Context(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        context.close()
+
+    app = FastAPI(
+        title="Jobfleet",
+        summary="Submit, track and steer background jobs; Postgres keeps them, Redis dispatches.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.context = context
+    app.state.rate_limits = RateLimits(settings, context.keys)
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    # Outermost first: the request id wraps everything, including a 413 reply.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

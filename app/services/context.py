@@ -1,0 +1,28 @@
+"""The per-process handles every service needs, built from the settings at an entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.dispatch.client import RedisHandle
+from app.dispatch.keys import Keys
+from app.settings import Settings
+from app.store.engine import Database
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database = field(init=False)
+    redis: RedisHandle = field(init=False)
+    keys: Keys = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Handles only: no connection is opened until first use, in the process that uses it.
+        self.db = Database(self.settings)
+        self.redis = RedisHandle(self.settings)
+        self.keys = Keys(self.settings.key_prefix)
+
+    def close(self) -> None:
+        self.db.dispose()
+        self.redis.close()

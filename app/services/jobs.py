@@ -1,0 +1,175 @@
+"""Submitting and steering jobs. Postgres commits first; Redis hears of a job only after."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from app.dispatch.push import Announcement, announce
+from app.domain.cursor import decode_cursor, encode_cursor
+from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from app.domain.schemas import AttemptOut, JobCreate, JobDetail, JobOut, JobPage
+from app.domain.states import CANCELLABLE, DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
+from app.logging import bind
+from app.services.auth import Principal
+from app.services.context import Context
+from app.store import jobs as job_store
+from app.store.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobOut
+    created: bool  # False: the idempotency key returned an existing job
+
+
+def _announcement(job: Job) -> Announcement:
+    scheduled = job.status == JobStatus.SCHEDULED
+    return Announcement(str(job.id), job.queue, job.priority, job.run_at if scheduled else None)
+
+
+def announce_after_commit(ctx: Context, jobs: list[Job]) -> None:
+    """Tell Redis about committed jobs. A failure here loses nothing: the job is a committed
+    row, and the reconciler pushes queued jobs that Redis does not hold."""
+    if not jobs:
+        return
+    try:
+        announce(ctx.redis.client, ctx.keys, [_announcement(job) for job in jobs])
+    except redis.RedisError as exc:
+        log.warning(
+            "job push failed; the reconciler will push it",
+            extra={"action": "job_push_failed", "error": str(exc), "count": len(jobs)},
+        )
+
+
+def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
+    settings = ctx.settings
+    return job_store.NewJob(
+        tenant=principal.tenant,
+        queue=request.queue,
+        task=request.task,
+        payload=request.payload,
+        priority=request.priority,
+        idempotency_key=request.idempotency_key,
+        fingerprint=request.fingerprint(),
+        max_retries=(
+            settings.default_max_retries if request.max_retries is None else request.max_retries
+        ),
+        timeout_seconds=min(
+            request.timeout_seconds or settings.default_timeout_seconds,
+            settings.max_timeout_seconds,
+        ),
+        run_at=request.run_at,
+        delay_seconds=request.delay_seconds,
+    )
+
+
+def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
+    new = _new_job(ctx, principal, request)
+    with ctx.db.transaction() as session:
+        job = job_store.insert_job(session, new)
+        if job is None:
+            assert new.idempotency_key is not None  # only a key can make the insert a no-op
+            existing = job_store.get_by_idempotency_key(session, new.tenant, new.idempotency_key)
+            if existing is None:
+                # The job holding the key was deleted between our insert and our read.
+                job = job_store.insert_job(session, new)
+            elif existing.request_fingerprint != new.fingerprint:
+                raise IdempotencyConflict(
+                    f"idempotency key '{new.idempotency_key}' was used for a different request "
+                    f"(job {existing.id})",
+                    job_id=str(existing.id),
+                )
+            else:
+                bind(job_id=str(existing.id))
+                return Submitted(JobOut.model_validate(existing), created=False)
+    assert job is not None
+    announce_after_commit(ctx, [job])
+    bind(job_id=str(job.id), queue=job.queue, task=job.task)
+    log.info("job created", extra={"action": "job_created", "status": job.status})
+    return Submitted(JobOut.model_validate(job), created=True)
+
+
+def get(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobDetail:
+    with ctx.db.transaction() as session:
+        job = job_store.get_job(session, job_id, principal.tenant_filter)
+        if job is None:
+            raise JobNotFound()
+        history = [
+            AttemptOut(
+                attempt=a.attempt,
+                worker_id=a.worker_id,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
+                outcome=AttemptOutcome(a.outcome) if a.outcome else None,
+                error=a.error,
+            )
+            for a in job_store.attempts_of(session, job_id)
+        ]
+        return JobDetail.model_validate(
+            {**JobOut.model_validate(job).model_dump(), "history": history}
+        )
+
+
+def list_page(
+    ctx: Context,
+    principal: Principal,
+    where: job_store.JobFilter,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+) -> JobPage:
+    after = decode_cursor(cursor) if cursor else None
+    with ctx.db.transaction() as session:
+        rows, total = job_store.list_jobs(session, where, limit, offset, after)
+        items = [JobOut.model_validate(row) for row in rows]
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(items) == limit else None
+    return JobPage(items=items, total=total, limit=limit, offset=offset, next_cursor=next_cursor)
+
+
+def _refuse(
+    ctx: Context, principal: Principal, job_id: uuid.UUID, action: str
+) -> InvalidTransition:
+    """Explain why a guarded update matched no row: absent (404) or in the wrong state (409)."""
+    with ctx.db.transaction() as session:
+        job = job_store.get_job(session, job_id, principal.tenant_filter)
+    if job is None:
+        raise JobNotFound()
+    return InvalidTransition(f"cannot {action} a job that is {job.status}", job_status=job.status)
+
+
+def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
+    with ctx.db.transaction() as session:
+        job = job_store.cancel_waiting(session, job_id, principal.tenant_filter, CANCELLABLE)
+    if job is None:
+        raise _refuse(ctx, principal, job_id, "cancel")
+    # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
+    bind(job_id=str(job_id))
+    log.info("job cancelled", extra={"action": "job_cancelled"})
+    return JobOut.model_validate(job)
+
+
+def retry(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
+    with ctx.db.transaction() as session:
+        job = job_store.requeue(session, job_id, principal.tenant_filter, RETRYABLE)
+    if job is None:
+        raise _refuse(ctx, principal, job_id, "retry")
+    announce_after_commit(ctx, [job])
+    bind(job_id=str(job_id))
+    log.info("job requeued", extra={"action": "job_requeued"})
+    return JobOut.model_validate(job)
+
+
+def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
+    with ctx.db.transaction() as session:
+        deleted = job_store.delete_job(session, job_id, principal.tenant_filter, DELETABLE)
+    if not deleted:
+        raise _refuse(ctx, principal, job_id, "delete")
+    bind(job_id=str(job_id))
+    log.info("job deleted", extra={"action": "job_deleted"})
+

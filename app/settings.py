@@ -1,0 +1,97 @@
+"""Every setting of Jobfleet, read once from the environment (and `.env`) at an entry point.
+
+Nothing here runs at import time: entry points call `load_settings()` and pass the object down;
+a spawned child process receives the object (it pickles) and builds its own connections.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """The settings are invalid: the message names each setting and what is wrong with it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/jobfleet"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("jf", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    api_key_secret: SecretStr = SecretStr("")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    metrics_public: bool = True
+    db_pool_size: int = Field(10, ge=1)
+    log_level: str = "INFO"
+
+    rate_limit_enabled: bool = True
+    rate_limit_submit: str = "6000/minute"
+    rate_limit_read: str = "12000/minute"
+    rate_limit_write: str = "3000/minute"
+    rate_limit_admin: str = "600/minute"
+
+    retry_base: float = Field(2.0, gt=1.0)
+    retry_cap: float = Field(60.0, gt=0)
+    default_max_retries: int = Field(3, ge=0, le=100)
+    default_timeout_seconds: int = Field(300, ge=1)
+    max_timeout_seconds: int = Field(86_400, ge=1)
+
+    worker_queues: str = "default"
+    worker_processes: int = Field(2, ge=0)
+    worker_threads: int = Field(2, ge=1)
+    task_modules: str = ""
+    heartbeat_interval_seconds: float = Field(2.0, gt=0)
+    heartbeat_ttl_seconds: int = Field(10, ge=2)
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    hard_timeout_grace_seconds: float = Field(5.0, ge=0)
+    fleet_host: str = ""
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Self:
+        if self.environment is Environment.PRODUCTION and len(self.api_key_secret) < 16:
+            raise ValueError("API_KEY_SECRET must be set to at least 16 characters in production")
+        if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
+            raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS")
+        return self
+
+    @property
+    def hashing_secret(self) -> bytes:
+        """The HMAC key for API keys; development falls back to a fixed, public value."""
+        secret = self.api_key_secret.get_secret_value()
+        return (secret or "jobfleet-development-secret").encode()
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    @property
+    def task_module_names(self) -> list[str]:
+        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's report into one message naming each bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Postgres: the engine of this process, the models, and every query Jobfleet runs."""

@@ -1,0 +1,64 @@
+"""One SQLAlchemy engine per process, created on first use.
+
+A forked child must never talk over its parent's sockets: when the pid changes, the inherited
+pool is dropped without closing its connections (closing them would end the parent's sessions)
+and a fresh engine is built.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.settings import Settings
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.database_url
+        self._pool_size = settings.db_pool_size
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._pid != os.getpid():
+                    self._build()
+        assert self._engine is not None
+        return self._engine
+
+    def _build(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._engine = create_engine(
+            self._url,
+            pool_size=self._pool_size,
+            max_overflow=self._pool_size,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"options": "-c timezone=UTC", "connect_timeout": 5},
+        )
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._pid = os.getpid()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commits when the block ends, rolls back if it raises."""
+        self.engine  # noqa: B018 - builds the engine and session factory for this process
+        assert self._sessions is not None
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None

@@ -1,0 +1,206 @@
+"""Job queries. Every status change is guarded by the status it expects (and, for a running
+job, its lease token), and callers check whether a row came back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.domain.states import JobStatus
+from app.store.models import Job, JobAttempt
+
+
+@dataclass(frozen=True)
+class NewJob:
+    tenant: str
+    queue: str
+    task: str
+    payload: Any
+    priority: int
+    idempotency_key: str | None
+    fingerprint: str
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None
+    delay_seconds: float | None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    tenant: str | None  # None: every tenant (admin)
+    status: JobStatus | None = None
+    queue: str | None = None
+    task: str | None = None
+
+
+def _run_at_expression(new: NewJob) -> ColumnElement[Any]:
+    if new.run_at is not None:
+        return func.greatest(new.run_at, func.now())
+    if new.delay_seconds:
+        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, new.delay_seconds)
+    return func.now()
+
+
+def insert_job(session: Session, new: NewJob) -> Job | None:
+    """Insert the job; None when its idempotency key is already taken by another job.
+
+    ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit, so the
+    caller's follow-up read always finds the winner: there is no check-then-insert window.
+    """
+    run_at = _run_at_expression(new)
+    statement = (
+        insert(Job)
+        .values(
+            tenant=new.tenant,
+            queue=new.queue,
+            task=new.task,
+            payload=new.payload,
+            priority=new.priority,
+            idempotency_key=new.idempotency_key,
+            request_fingerprint=new.fingerprint,
+            max_retries=new.max_retries,
+            timeout_seconds=new.timeout_seconds,
+            run_at=run_at,
+            status=case(
+                (run_at > func.now(), JobStatus.SCHEDULED.value),
+                else_=JobStatus.QUEUED.value,
+            ),
+        )
+        .on_conflict_do_nothing(
+            index_elements=["tenant", "idempotency_key"],
+            index_where=Job.idempotency_key.is_not(None),
+        )
+        .returning(Job)
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def get_by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+    ).one_or_none()
+
+
+def get_job(session: Session, job_id: uuid.UUID, tenant: str | None) -> Job | None:
+    statement = select(Job).where(Job.id == job_id)
+    if tenant is not None:
+        statement = statement.where(Job.tenant == tenant)
+    return session.scalars(statement).one_or_none()
+
+
+def attempts_of(session: Session, job_id: uuid.UUID) -> Sequence[JobAttempt]:
+    return session.scalars(
+        select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.id)
+    ).all()
+
+
+def _filtered(statement: Any, where: JobFilter) -> Any:
+    if where.tenant is not None:
+        statement = statement.where(Job.tenant == where.tenant)
+    if where.status is not None:
+        statement = statement.where(Job.status == where.status.value)
+    if where.queue is not None:
+        statement = statement.where(Job.queue == where.queue)
+    if where.task is not None:
+        statement = statement.where(Job.task == where.task)
+    return statement
+
+
+def list_jobs(
+    session: Session,
+    where: JobFilter,
+    limit: int,
+    offset: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> tuple[Sequence[Job], int]:
+    """Newest first. `after` (created_at, id of the last row seen) pages without OFFSET's cost."""
+    statement = _filtered(select(Job), where)
+    if after is not None:
+        created_at, job_id = after
+        statement = statement.where(
+            or_(
+                Job.created_at < created_at,
+                and_(Job.created_at == created_at, Job.id < job_id),
+            )
+        )
+    rows = session.scalars(
+        statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    ).all()
+    total = session.scalar(_filtered(select(func.count()).select_from(Job), where)) or 0
+    return rows, total
+
+
+def _transition(
+    session: Session,
+    job_id: uuid.UUID,
+    tenant: str | None,
+    allowed_from: frozenset[JobStatus],
+    **values: Any,
+) -> Job | None:
+    statement = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in allowed_from]))
+    if tenant is not None:
+        statement = statement.where(Job.tenant == tenant)
+    return session.scalars(
+        statement.values(updated_at=func.now(), **values).returning(Job)
+    ).one_or_none()
+
+
+def cancel_waiting(
+    session: Session,
+    job_id: uuid.UUID,
+    tenant: str | None,
+    from_states: frozenset[JobStatus],
+) -> Job | None:
+    return _transition(
+        session,
+        job_id,
+        tenant,
+        from_states,
+        status=JobStatus.CANCELLED.value,
+        finished_at=func.now(),
+    )
+
+
+def requeue(
+    session: Session,
+    job_id: uuid.UUID,
+    tenant: str | None,
+    from_states: frozenset[JobStatus],
+) -> Job | None:
+    """Back to queued with a fresh retry budget; the attempt history is kept."""
+    return _transition(
+        session,
+        job_id,
+        tenant,
+        from_states,
+        status=JobStatus.QUEUED.value,
+        attempts=0,
+        run_at=func.now(),
+        result=None,
+        last_error=None,
+        worker_id=None,
+        lease_token=None,
+        lease_expires_at=None,
+        cancel_requested=False,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def delete_job(
+    session: Session,
+    job_id: uuid.UUID,
+    tenant: str | None,
+    from_states: frozenset[JobStatus],
+) -> bool:
+    statement = delete(Job).where(Job.id == job_id, Job.status.in_([s.value for s in from_states]))
+    if tenant is not None:
+        statement = statement.where(Job.tenant == tenant)
+    return session.execute(statement.returning(Job.id)).first() is not None
