@@ -840,7 +840,7 @@ def _ensure_redis(redis_url: str, local_dir: Path, started: list[Server]) -> str
 
 def ensure_services(
     database_url: str, redis_url: str, local_dir: Path, *, fast: bool = False
-) -> tuple[str, str, list[Server]]:
+) -> tuple[str, str, list[object]]:
     """URLs of a Postgres and a Redis that answer, starting private ones under `local_dir`.
 
     Returns (database_url, redis_url, started): the given URLs when they answer, otherwise URLs
@@ -859,7 +859,9 @@ def ensure_services(
             for server in reversed(started):
                 server.stop()
             raise
-    return database_url, redis_url, started
+    # list[object] is the published signature; the items are PrivatePostgres and PrivateRedis.
+    servers: list[object] = list(started)
+    return database_url, redis_url, servers
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -904,6 +906,8 @@ def _ensure_command(env_file: Path, local_dir: Path, dotenv_path: Path, fast: bo
     state_path = local_dir / STATE_FILE
     entries = _load_state(state_path)
     for server in started:
+        if not isinstance(server, PrivatePostgres | PrivateRedis):
+            continue
         kind = "postgres" if isinstance(server, PrivatePostgres) else "redis"
         entry: dict[str, object] = {
             "kind": kind,
