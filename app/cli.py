@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.domain.errors import JobfleetError
 from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
@@ -178,4 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except JobfleetError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1

@@ -66,10 +66,6 @@ class RequestContext:
                 )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Refuses bodies over the cap with 413 before the application parses a byte of them."""
 
@@ -95,26 +91,29 @@ class BodySizeLimit:
             return
 
         received = 0
-        started = False
+        response_started = False
+        refused = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return  # the 413 has been sent; whatever the application says now is moot
             if message["type"] == "http.response.start":
-                started = True
+                response_started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            # A chunked body with no Content-Length: cut off as soon as it passes the cap.
-            if not started:
-                await self._too_large()(scope, receive, send)
+        async def counting_receive() -> Message:
+            # A streamed body with no Content-Length: once it passes the cap, answer 413 and
+            # tell the application the client went away, so it stops reading.
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    if not response_started:
+                        await self._too_large()(scope, receive, send)
+                    refused = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counting_receive, guarded_send)

@@ -86,11 +86,11 @@ def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
                     job_id=str(existing.id),
                 )
             else:
-                bind(job_id=str(existing.id))
+                bind(tenant=principal.tenant, job_id=str(existing.id))
                 return Submitted(JobOut.model_validate(existing), created=False)
     assert job is not None
     announce_after_commit(ctx, [job])
-    bind(job_id=str(job.id), queue=job.queue, task=job.task)
+    bind(tenant=principal.tenant, job_id=str(job.id), queue=job.queue, task=job.task)
     log.info("job created", extra={"action": "job_created", "status": job.status})
     return Submitted(JobOut.model_validate(job), created=True)
 
@@ -149,7 +149,7 @@ def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
     if job is None:
         raise _refuse(ctx, principal, job_id, "cancel")
     # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
-    bind(job_id=str(job_id))
+    bind(tenant=principal.tenant, job_id=str(job_id))
     log.info("job cancelled", extra={"action": "job_cancelled"})
     return JobOut.model_validate(job)
 
@@ -160,7 +160,7 @@ def retry(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
     if job is None:
         raise _refuse(ctx, principal, job_id, "retry")
     announce_after_commit(ctx, [job])
-    bind(job_id=str(job_id))
+    bind(tenant=principal.tenant, job_id=str(job_id))
     log.info("job requeued", extra={"action": "job_requeued"})
     return JobOut.model_validate(job)
 
@@ -170,6 +170,5 @@ def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
         deleted = job_store.delete_job(session, job_id, principal.tenant_filter, DELETABLE)
     if not deleted:
         raise _refuse(ctx, principal, job_id, "delete")
-    bind(job_id=str(job_id))
+    bind(tenant=principal.tenant, job_id=str(job_id))
     log.info("job deleted", extra={"action": "job_deleted"})
-

@@ -1,0 +1,85 @@
+"""Test helpers: wait on conditions, never on time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = predicate()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
+        time.sleep(interval)
+        last = predicate()
+    return last
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: object, **overrides: str) -> dict[str, str]:
+    """The environment that makes a child process build the same settings."""
+    from app.settings import Settings
+
+    assert isinstance(settings, Settings)
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[name.upper()] = str(value.value if hasattr(value, "value") else value)
+    env.update(overrides)
+    return env
+
+
+class LiveAPI:
+    """A real `python -m app api` process on a free port."""
+
+    def __init__(self, settings: object, **overrides: str) -> None:
+        self.port = free_port()
+        env = settings_env(settings, API_PORT=str(self.port), **overrides)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "api"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(self._healthy, timeout=30)
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise AssertionError(f"API exited with {self.process.returncode}: {err[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()

@@ -1,0 +1,123 @@
+"""API keys: 401 for missing, wrong and revoked keys; scopes; tenant isolation; the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.services import auth
+from app.services.context import Context
+from app.settings import Settings
+from tests.helpers import ROOT, settings_env
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_missing_malformed_and_wrong_keys_get_401(client: TestClient, make_key: Any) -> None:
+    real = make_key("acme")
+    attempts: list[dict[str, str]] = [
+        {},
+        {"Authorization": real},
+        {"Authorization": f"Basic {real}"},
+        bearer(real + "x"),
+        bearer("jf_" + "a" * 43),
+    ]
+    for headers in attempts:
+        response = client.get("/jobs", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["code"] == "unauthorized"
+        assert response.headers["content-type"] == "application/problem+json"
+    assert client.get("/jobs", headers=bearer(real)).status_code == 200
+
+
+def test_revoked_key_gets_401(client: TestClient, ctx: Context) -> None:
+    row, plain = auth.create_key(ctx, "acme", [auth.Scope.PRODUCER])
+    assert client.get("/jobs", headers=bearer(plain)).status_code == 200
+    auth.revoke_key(ctx, row.id)
+    assert client.get("/jobs", headers=bearer(plain)).status_code == 401
+
+
+def test_keys_are_stored_only_as_hmac(ctx: Context) -> None:
+    row, plain = auth.create_key(ctx, "acme", [auth.Scope.PRODUCER])
+    assert plain.startswith("jf_") and plain not in row.key_hash
+    assert row.key_hash == auth.hash_key(ctx.settings.hashing_secret, plain)
+    with ctx.db.transaction() as session:
+        stored = session.scalar(
+            text("SELECT key_hash FROM api_keys WHERE id = :id"), {"id": row.id}
+        )
+    assert stored == row.key_hash
+
+
+def test_a_worker_key_cannot_submit(client: TestClient, make_key: Any) -> None:
+    response = client.post(
+        "/jobs", json={"task": "echo"}, headers=bearer(make_key("acme", "worker"))
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+
+
+def test_tenants_never_see_each_other(client: TestClient, make_key: Any) -> None:
+    acme, globex = bearer(make_key("acme")), bearer(make_key("globex"))
+    job = client.post("/jobs", json={"task": "echo"}, headers=acme).json()
+    for method, path in [
+        ("GET", f"/jobs/{job['id']}"),
+        ("POST", f"/jobs/{job['id']}/cancel"),
+        ("POST", f"/jobs/{job['id']}/retry"),
+        ("DELETE", f"/jobs/{job['id']}"),
+    ]:
+        response = client.request(method, path, headers=globex)
+        assert response.status_code == 404, (method, path)
+    assert client.get("/jobs", headers=globex).json()["total"] == 0
+    assert client.get(f"/jobs/{job['id']}", headers=acme).json()["status"] == "queued"
+
+
+def test_admin_sees_every_tenant(client: TestClient, make_key: Any) -> None:
+    acme = bearer(make_key("acme"))
+    job = client.post("/jobs", json={"task": "echo"}, headers=acme).json()
+    admin = bearer(make_key("ops", "admin"))
+    assert client.get(f"/jobs/{job['id']}", headers=admin).status_code == 200
+    listed = client.get("/jobs", headers=admin).json()
+    assert [j["tenant"] for j in listed["items"]] == ["acme"]
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_keys_cli_creates_lists_and_revokes(
+    settings: Settings, ctx: Context, client: TestClient
+) -> None:
+    created = run_cli(settings, "keys", "create", "--tenant", "cli-co", "--scope", "producer")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("jf_")
+    assert client.get("/jobs", headers=bearer(key)).status_code == 200
+
+    listed = run_cli(settings, "keys", "list", "--tenant", "cli-co")
+    assert listed.returncode == 0
+    assert "cli-co" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout
+    key_id = listed.stdout.split()[0]
+    uuid.UUID(key_id)
+
+    revoked = run_cli(settings, "keys", "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert client.get("/jobs", headers=bearer(key)).status_code == 401
+    assert "revoked" in run_cli(settings, "keys", "list", "--tenant", "cli-co").stdout
+    again = run_cli(settings, "keys", "revoke", key_id)
+    assert again.returncode != 0
