@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
+# DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
+# exit), ruff format, ruff check, mypy, then pytest with coverage. Arguments go to pytest.
+set -euo pipefail
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+jf_ensure_venv
+
+services_env=.local/test-services.env
+
+stop_services() {
+    local status=$?
+    # Stops only what `ensure` below started (recorded under .local/), never a shared server.
+    .venv/bin/python -m app.devstack stop --local-dir .local || true
+    exit "$status"
+}
+# Set before `ensure`: if it fails half-way, what it did start is still stopped.
+trap stop_services EXIT
+
+jf_section "Postgres and Redis"
+.venv/bin/python -m app.devstack ensure --fast --env-file "$services_env" --local-dir .local
+# shellcheck source=/dev/null
+source "$services_env"
+
+failed=()
+jf_section "ruff format --check ."
+.venv/bin/ruff format --check . || failed+=("ruff format")
+jf_section "ruff check ."
+.venv/bin/ruff check . || failed+=("ruff check")
+jf_section "mypy app"
+.venv/bin/mypy app || failed+=("mypy")
+if ((${#failed[@]})); then
+    jf_section "FAILED quality gates: $(IFS=,; echo "${failed[*]}") (pytest not run)"
+    exit 1
+fi
+
+jf_section "pytest"
+status=0
+.venv/bin/python -m pytest --cov=app --cov-report=term "$@" || status=$?
+case "$status" in
+    0) jf_section "All gates and tests passed" ;;
+    5) jf_section "FAILED: pytest collected no tests" ;;
+    *) jf_section "FAILED: pytest exited with status $status" ;;
+esac
+exit "$status"
