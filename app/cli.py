@@ -135,6 +135,21 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from app.workers.manager import WorkerManager
+    from app.workers.process import default_host
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    manager = WorkerManager(
+        settings,
+        host=default_host(settings),
+        processes=settings.worker_processes if args.processes is None else args.processes,
+        threads=args.threads or settings.worker_threads,
+        queues=queues or settings.queues,
+    )
+    return manager.run()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +159,10 @@ def _parser() -> argparse.ArgumentParser:
         "dev",
         help="start (or reuse) Postgres and Redis, migrate, make a demo key, run it all",
     )
+    worker = commands.add_parser("worker", help="run a WorkerManager and its worker processes")
+    worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
+    worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")
+    worker.add_argument("--queues", help="comma-separated queues to serve (WORKER_QUEUES)")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; it is printed once")
@@ -168,6 +187,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": _migrate,
     "keys": _keys,
     "dev": _dev,
+    "worker": _worker,
 }
 
 

@@ -913,6 +913,7 @@ def _ensure_command(env_file: Path, local_dir: Path, dotenv_path: Path, fast: bo
             "kind": kind,
             "directory": str(server.directory.resolve()),
             "port": server.port,
+            # For a reader; `stop` asks the server's own pid file, which cannot go stale.
             "pid": server.pid(),
         }
         entries = [

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, jobs, problems
+from app.api import fleet, health, jobs, problems
 from app.api.middleware import BodySizeLimit, RequestContext
 from app.dispatch.ratelimit import RateLimits
 from app.logging import configure_logging
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(fleet.router)
     # Outermost first: the request id wraps everything, including a 413 reply.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

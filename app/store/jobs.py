@@ -204,3 +204,33 @@ def delete_job(
     if tenant is not None:
         statement = statement.where(Job.tenant == tenant)
     return session.execute(statement.returning(Job.id)).first() is not None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    queue: str
+    by_status: dict[str, int]
+    oldest_queued_at: datetime | None
+
+
+def queue_counts(session: Session) -> list[QueueCounts]:
+    """Jobs per queue and status, and the oldest runnable queued job of each queue."""
+    rows = session.execute(
+        select(
+            Job.queue,
+            Job.status,
+            func.count(),
+            func.min(Job.run_at).filter(Job.status == JobStatus.QUEUED.value),
+        ).group_by(Job.queue, Job.status)
+    ).all()
+    counts: dict[str, QueueCounts] = {}
+    for queue, status, count, oldest in rows:
+        entry = counts.setdefault(queue, QueueCounts(queue, {}, None))
+        entry.by_status[status] = count
+        if oldest is not None:
+            counts[queue] = QueueCounts(queue, entry.by_status, oldest)
+    return [counts[q] for q in sorted(counts)]
+
+
+def database_now(session: Session) -> datetime:
+    return session.execute(select(func.now())).scalar_one()

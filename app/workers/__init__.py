@@ -1,0 +1,1 @@
+"""The worker fleet: the manager, the worker processes and their job loops, and tasks."""

@@ -1,0 +1,32 @@
+"""Workers take job ids from the ready lists: a blocking pop, highest priority first."""
+
+from __future__ import annotations
+
+import redis
+
+from app.dispatch.keys import PRIORITIES, Keys
+
+
+def ready_lists(keys: Keys, queues: list[str]) -> list[str]:
+    """Priority first, then queue order: every queue's p9 before any queue's p8."""
+    return [keys.ready(queue, priority) for priority in PRIORITIES for queue in queues]
+
+
+def push_back(client: redis.Redis, list_key: str, job_id: str) -> None:
+    """Return an id popped during shutdown to the head of its list, where it was."""
+    client.lpush(list_key, job_id)
+
+
+def pop(client: redis.Redis, lists: list[str], timeout: float) -> tuple[str, str] | None:
+    """Block until an id is ready in one of `lists` (checked in order) or `timeout` passes;
+    returns the list it came from and the id."""
+    if not lists:
+        return None
+    popped = client.blpop(lists, timeout=timeout)
+    if popped is None:
+        return None
+    return _text(popped[0]), _text(popped[1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,251 @@
+"""The WorkerManager: spawns worker processes and keeps the fleet at its desired size.
+
+It restarts a child that dies, kills a child whose job outlived its hard timeout, follows the
+desired process count operators set through the API, and on SIGTERM or SIGINT stops the fleet
+within the grace period. Children are spawned (not forked): each builds its own connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import redis
+from sqlalchemy.exc import DBAPIError
+
+from app.dispatch import fleet
+from app.logging import log_context
+from app.services import execution
+from app.services.context import Context
+from app.settings import Settings
+from app.workers.process import WorkerSpec, run_worker_process
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1
+DESIRED_REFRESH = 0.5
+HEALTHY_LIFETIME = 10.0  # a child that lived this long ends a crash loop
+MAX_RESPAWN_DELAY = 30.0
+
+
+@dataclass
+class Child:
+    worker_id: str
+    process: BaseProcess
+    deadlines: Any  # shared array of time.time() deadlines, one per job loop; 0 = idle
+    started: float = field(default_factory=time.monotonic)
+    retiring: bool = False
+    killed_for_timeout: bool = False
+
+
+class WorkerManager:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        processes: int,
+        threads: int,
+        queues: list[str],
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.default_size = processes
+        self.threads = threads
+        self.queues = queues
+        self.ctx = Context(settings)
+        self.mp = multiprocessing.get_context("spawn")
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self.desired = processes
+        self.spawned = 0
+        self.quick_deaths = 0
+        self.next_spawn_at = 0.0
+        self.manager_id = f"{host}:manager:{os.getpid()}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop_requested.set())
+        with log_context(worker_id=self.manager_id):
+            log.info(
+                "fleet started",
+                extra={"action": "fleet_started", "host": self.host, "queues": self.queues},
+            )
+            next_desired = next_beat = 0.0
+            while not self.stop_requested.is_set():
+                now = time.monotonic()
+                self.reap()
+                self.enforce_hard_timeouts()
+                if now >= next_desired:
+                    self.desired = self.read_desired()
+                    next_desired = now + DESIRED_REFRESH
+                self.follow_desired()
+                if now >= next_beat:
+                    self.beat()
+                    next_beat = now + self.settings.heartbeat_interval_seconds
+                self.stop_requested.wait(TICK)
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop popping everywhere at once, let running jobs finish within the grace period."""
+        log.info("fleet stopping", extra={"action": "fleet_stopping"})
+        for child in self.children:
+            self._terminate(child)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while any(c.process.is_alive() for c in self.children) and time.monotonic() < deadline:
+            time.sleep(TICK)
+        for child in self.children:
+            if child.process.is_alive():
+                # Its jobs are left to recovery: never marked completed, re-run after the lease.
+                log.warning(
+                    "grace period over: killing worker",
+                    extra={"action": "worker_killed", "child": child.worker_id},
+                )
+                child.process.kill()
+            child.process.join(5)
+            self._forget(child)
+        self.children.clear()
+        with contextlib.suppress(redis.RedisError):
+            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, self.manager_id)
+        self.ctx.close()
+        log.info("fleet stopped", extra={"action": "fleet_stopped"})
+
+    # -- duties of each tick ---------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Notice children that exited; release what a dead one held."""
+        for child in list(self.children):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            self.children.remove(child)
+            clean = child.retiring and child.process.exitcode == 0
+            if not clean:
+                lived = time.monotonic() - child.started
+                log.warning(
+                    "worker died",
+                    extra={
+                        "action": "worker_died",
+                        "child": child.worker_id,
+                        "exitcode": child.process.exitcode,
+                        "lived_seconds": round(lived, 2),
+                    },
+                )
+                self._note_death(lived)
+            self._release(child)
+            self._forget(child)
+
+    def enforce_hard_timeouts(self) -> None:
+        """Kill a child whose job is still running past its timeout plus the grace."""
+        now = time.time()
+        for child in self.children:
+            if child.killed_for_timeout or not child.process.is_alive():
+                continue
+            deadlines = list(child.deadlines[:])
+            if any(d > 0 and now > d + self.settings.hard_timeout_grace_seconds for d in deadlines):
+                log.warning(
+                    "job past its hard timeout: killing its worker",
+                    extra={"action": "worker_killed_for_timeout", "child": child.worker_id},
+                )
+                child.killed_for_timeout = True
+                child.process.kill()
+
+    def read_desired(self) -> int:
+        try:
+            desired = fleet.desired_size(self.ctx.redis.client, self.ctx.keys, self.host)
+        except redis.RedisError:
+            return self.desired
+        return self.default_size if desired is None else desired
+
+    def follow_desired(self) -> None:
+        active = [c for c in self.children if not c.retiring]
+        if len(active) > self.desired:
+            # Retire the newest first: they are the least likely to be in the middle of a job.
+            for child in sorted(active, key=lambda c: c.started)[self.desired :]:
+                log.info(
+                    "retiring worker", extra={"action": "worker_retiring", "child": child.worker_id}
+                )
+                self._terminate(child)
+            return
+        if self.quick_deaths and any(
+            time.monotonic() - c.started > HEALTHY_LIFETIME for c in active
+        ):
+            self.quick_deaths = 0
+        while len(active) < self.desired and time.monotonic() >= self.next_spawn_at:
+            active.append(self.spawn())
+            if self.quick_deaths:
+                break  # in a crash loop, one at a time
+
+    def beat(self) -> None:
+        state = {
+            "kind": "manager",
+            "worker_id": self.manager_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "desired": self.desired,
+            "processes": len([c for c in self.children if not c.retiring]),
+            "state": "running",
+            "seen_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            fleet.write_heartbeat(
+                self.ctx.redis.client,
+                self.ctx.keys,
+                self.manager_id,
+                state,
+                self.settings.heartbeat_ttl_seconds,
+            )
+        except redis.RedisError as exc:
+            log.warning("manager heartbeat failed", extra={"error": str(exc)})
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def spawn(self) -> Child:
+        self.spawned += 1
+        worker_id = f"{self.host}:{os.getpid()}:{self.spawned}"
+        deadlines = self.mp.Array(ctypes.c_double, self.threads, lock=False)
+        spec = WorkerSpec(self.settings, worker_id, self.host, self.queues, self.threads)
+        process = self.mp.Process(
+            target=run_worker_process, args=(spec, deadlines), name=worker_id, daemon=False
+        )
+        process.start()
+        child = Child(worker_id, process, deadlines)
+        self.children.append(child)
+        log.info("worker spawned", extra={"action": "worker_spawned", "child": worker_id})
+        return child
+
+    def _terminate(self, child: Child) -> None:
+        child.retiring = True
+        if child.process.is_alive() and child.process.pid is not None:
+            os.kill(child.process.pid, signal.SIGTERM)
+
+    def _note_death(self, lived: float) -> None:
+        """Back off respawning while children keep dying young, instead of spinning."""
+        if lived < HEALTHY_LIFETIME:
+            self.quick_deaths += 1
+            delay = min(MAX_RESPAWN_DELAY, 0.25 * 2 ** (self.quick_deaths - 1))
+            self.next_spawn_at = time.monotonic() + delay
+
+    def _release(self, child: Child) -> None:
+        try:
+            execution.release_dead_worker(self.ctx, child.worker_id)
+        except (DBAPIError, redis.RedisError) as exc:
+            # Recovery finds these jobs later through their expired leases.
+            log.warning("could not release jobs of a dead worker", extra={"error": str(exc)})
+
+    def _forget(self, child: Child) -> None:
+        with contextlib.suppress(redis.RedisError):
+            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, child.worker_id)

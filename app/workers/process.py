@@ -1,0 +1,183 @@
+"""A worker process: T job loops (threads), plus its main thread acting as heartbeat and
+watchdog. Everything that talks to Postgres or Redis is built here, after the spawn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from sqlalchemy.exc import DBAPIError
+
+from app.dispatch import fleet
+from app.logging import configure_logging, log_context
+from app.services import execution
+from app.services.context import Context
+from app.settings import Settings
+from app.workers.loop import Counters, JobLoop, Slot
+from app.workers.registry import load_task_modules
+from app.workers.timeouts import SoftTimeout, raise_in_thread
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_TICK = 0.05
+PAUSED_REFRESH = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """The recipe a manager hands a child: picklable, holds no connection."""
+
+    settings: Settings
+    worker_id: str
+    host: str
+    queues: list[str]
+    threads: int
+
+
+class WorkerProcess:
+    def __init__(self, spec: WorkerSpec, deadlines: Any) -> None:
+        self.spec = spec
+        self.ctx = Context(spec.settings)
+        self.deadlines = deadlines  # shared array: the manager kills us past deadline + grace
+        self.stopping = threading.Event()
+        self.counters = Counters()
+        self.slots = [Slot(i) for i in range(spec.threads)]
+        self.started_at = datetime.now(UTC).isoformat()
+        self.loops: list[JobLoop] = []
+
+    def set_deadline(self, index: int, deadline: float) -> None:
+        self.deadlines[index] = deadline
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        # Ctrl-C reaches the whole process group; the manager alone decides what it means.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tasks = load_task_modules(self.spec.settings.task_module_names)
+        threads = []
+        for slot in self.slots:
+            loop = JobLoop(
+                self.ctx,
+                self.spec.worker_id,
+                self.spec.queues,
+                tasks,
+                slot,
+                self.counters,
+                self.stopping,
+                paused=set(),
+                on_deadline=self.set_deadline,
+            )
+            self.loops.append(loop)
+            thread = threading.Thread(target=loop.run, name=f"job-loop-{slot.index}", daemon=True)
+            threads.append(thread)
+        with log_context(worker_id=self.spec.worker_id):
+            log.info("worker started", extra={"action": "worker_started"})
+            self._refresh_paused()
+            for thread in threads:
+                thread.start()
+            self._supervise(threads)
+            self._goodbye()
+        return 0
+
+    def _supervise(self, threads: list[threading.Thread]) -> None:
+        next_beat = 0.0
+        next_paused = 0.0
+        while any(thread.is_alive() for thread in threads):
+            now = time.monotonic()
+            self._enforce_soft_timeouts()
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + self.spec.settings.heartbeat_interval_seconds
+            if now >= next_paused and not self.stopping.is_set():
+                self._refresh_paused()
+                next_paused = now + PAUSED_REFRESH
+            time.sleep(WATCHDOG_TICK)
+
+    def _enforce_soft_timeouts(self) -> None:
+        now = time.time()
+        for slot in self.slots:
+            with slot.lock:
+                if (
+                    slot.in_task
+                    and not slot.timed_out
+                    and slot.context is not None
+                    and now >= slot.context.deadline
+                ):
+                    slot.timed_out = raise_in_thread(slot.thread_ident, SoftTimeout)
+
+    def _refresh_paused(self) -> None:
+        try:
+            paused = fleet.paused_queues(self.ctx.redis.client, self.ctx.keys)
+        except redis.RedisError:
+            return
+        for loop in self.loops:
+            loop.paused = paused
+
+    def _running(self) -> list[tuple[str, Any]]:
+        running = []
+        for slot in self.slots:
+            with slot.lock:
+                if slot.job is not None:
+                    running.append((str(slot.job.id), slot.job.lease_token))
+        return running
+
+    def _beat(self) -> None:
+        running = self._running()
+        state = {
+            "kind": "worker",
+            "worker_id": self.spec.worker_id,
+            "host": self.spec.host,
+            "pid": os.getpid(),
+            "queues": self.spec.queues,
+            "threads": self.spec.threads,
+            "state": "stopping" if self.stopping.is_set() else ("busy" if running else "idle"),
+            "current_jobs": [job_id for job_id, _ in running],
+            "processed": self.counters.processed,
+            "failed": self.counters.failed,
+            "skipped": self.counters.skipped,
+            "started_at": self.started_at,
+            "seen_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            fleet.write_heartbeat(
+                self.ctx.redis.client,
+                self.ctx.keys,
+                self.spec.worker_id,
+                state,
+                self.spec.settings.heartbeat_ttl_seconds,
+            )
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed", extra={"error": str(exc)})
+        try:
+            held = execution.renew_leases(self.ctx, [token for _, token in running])
+        except DBAPIError as exc:
+            log.warning("lease renewal failed", extra={"error": str(exc)})
+            return
+        for slot in self.slots:
+            with slot.lock:
+                if slot.job is not None and slot.context is not None and held.get(slot.job.id):
+                    slot.context.cancel_event.set()
+
+    def _goodbye(self) -> None:
+        with contextlib.suppress(redis.RedisError):  # else the key expires by itself
+            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, self.spec.worker_id)
+        log.info("worker stopped", extra={"action": "worker_stopped"})
+        self.ctx.close()
+
+
+def run_worker_process(spec: WorkerSpec, deadlines: Any) -> None:
+    """The entry point of a spawned child."""
+    configure_logging(spec.settings.log_level)
+    raise SystemExit(WorkerProcess(spec, deadlines).run())
+
+
+def default_host(settings: Settings) -> str:
+    return settings.fleet_host or socket.gethostname()
