@@ -19,17 +19,22 @@ Where the server binaries come from, in order:
 
 Environment:
 
+- `DATABASE_URL`, `REDIS_URL` (command line only): the servers to try first. When unset, the
+  values in `.env` (as Settings reads them), else `postgresql+psycopg2://postgres@127.0.0.1:5432/
+  jobfleet` and `redis://127.0.0.1:6379/0`.
 - `JOBFLEET_DEVSTACK_NO_SYSTEM_BINARIES=1` skips step 1 (to test the pip fallback on a machine
   that has the servers installed).
 
 Running as root: PostgreSQL refuses to run as root. When the effective uid is 0, `initdb` and
 `postgres` run as the `postgres` system user (or `nobody` when it does not exist), the data
 directory is chowned to that user, and every directory above it (and above the binaries) that
-the user cannot search gets the search bit for others (`o+x`, never read).
+the user cannot search gets the search bit for others (`o+x`, never read). The switch is
+subprocess's own (`user=`, `group=`, `extra_groups=[]`): no setpriv or runuser needed.
 
 Command line (used by the shell scripts; `--fast` trades durability for speed, for tests):
 
-    python -m app.devstack ensure --env-file .local/test-services.env [--fast] [--local-dir .local]
+    python -m app.devstack ensure --env-file .local/test-services.env [--fast]
+                                  [--local-dir .local] [--dotenv .env]
     python -m app.devstack stop [--local-dir .local]
 
 `ensure` writes `export DATABASE_URL=...` and `export REDIS_URL=...` for a shell to `source`,
