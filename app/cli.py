@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,8 +16,6 @@ from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("app.cli")
-
-LOCAL_DIR = Path(".local")
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
@@ -71,13 +70,13 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_key(settings: Settings) -> str:
+def _demo_key(settings: Settings, local_dir: Path) -> str:
     """Reuse the demo key of an earlier run while it is valid, so the tour's key stays put."""
     from app.domain.errors import Unauthorized
     from app.services import auth
     from app.services.context import Context
 
-    saved = LOCAL_DIR / "demo-key"
+    saved = local_dir / "demo-key"
     ctx = Context(settings)
     try:
         if saved.exists():
@@ -87,34 +86,53 @@ def _demo_key(settings: Settings) -> str:
             except Unauthorized:
                 pass
         _, plain = auth.create_key(ctx, "demo", list(auth.Scope), "demo")
-        LOCAL_DIR.mkdir(exist_ok=True)
+        local_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(plain + "\n")
         return plain
     finally:
         ctx.close()
 
 
-def _dev(settings: Settings, _: argparse.Namespace) -> int:
+def _start_fleet(environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=environment)
+
+
+def _stop_fleet(fleet: subprocess.Popen[bytes], grace: float) -> None:
+    if fleet.poll() is None:
+        fleet.terminate()
+    try:
+        fleet.wait(timeout=grace + 10)
+    except subprocess.TimeoutExpired:
+        fleet.kill()
+        fleet.wait()
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.devstack import ensure_services
     from app.main import create_app
     from app.store.admin import migrate
 
+    local_dir = Path(args.local_dir)
     database_url, redis_url, started = ensure_services(
-        settings.database_url, settings.redis_url, LOCAL_DIR
+        settings.database_url, settings.redis_url, local_dir
     )
+    fleet: subprocess.Popen[bytes] | None = None
     try:
         settings = settings.model_copy(
             update={"database_url": database_url, "redis_url": redis_url}
         )
         os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
         migrate(database_url)
-        key = _demo_key(settings)
+        key = _demo_key(settings, local_dir)
+        fleet = _start_fleet(dict(os.environ))
         base = f"http://{settings.api_host}:{settings.api_port}"
         print(
             f"\nJobfleet is starting.\n"
             f"  API        {base}\n  API docs   {base}/docs\n"
+            f"  fleet      {settings.worker_processes} processes x {settings.worker_threads} "
+            f"threads on queues {settings.worker_queues}\n"
             f"  Postgres   {database_url.rsplit('@', 1)[-1]}\n  Redis      {redis_url}\n"
             f"  demo key   {key}\n\n"
             f"  export JOBFLEET_KEY={key}\n"
@@ -130,6 +148,8 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
             access_log=False,
         )
     finally:
+        if fleet is not None:
+            _stop_fleet(fleet, settings.shutdown_grace_seconds)
         for service in reversed(started):
             service.stop()  # type: ignore[attr-defined]
     return 0
@@ -155,10 +175,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API (uvicorn)")
     commands.add_parser("migrate", help="create the database if missing and apply migrations")
-    commands.add_parser(
+    dev = commands.add_parser(
         "dev",
         help="start (or reuse) Postgres and Redis, migrate, make a demo key, run it all",
     )
+    dev.add_argument("--local-dir", default=".local", help="private servers and the demo key")
     worker = commands.add_parser("worker", help="run a WorkerManager and its worker processes")
     worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")

@@ -83,3 +83,46 @@ class LiveAPI:
             self.process.wait()
         if self.process.stderr:
             self.process.stderr.close()
+
+
+class LiveFleet:
+    """A real `python -m app worker` (WorkerManager and its spawned worker processes)."""
+
+    def __init__(
+        self,
+        settings: object,
+        processes: int = 2,
+        threads: int = 2,
+        queues: str = "default",
+        host: str | None = None,
+        **overrides: str,
+    ) -> None:
+        import uuid
+
+        self.host = host or f"test-{uuid.uuid4().hex[:8]}"
+        env = settings_env(
+            settings,
+            FLEET_HOST=self.host,
+            TASK_MODULES="tests.fleet_tasks",
+            HEARTBEAT_INTERVAL_SECONDS="0.5",
+            HEARTBEAT_TTL_SECONDS="5",
+            **overrides,
+        )
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "app", "worker",
+                "--processes", str(processes), "--threads", str(threads), "--queues", queues,
+            ],
+            cwd=ROOT,
+            env=env,
+        )  # fmt: skip
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise

@@ -82,6 +82,7 @@ class JobLoop:
         self.counters = counters
         self.stopping = stopping
         self.paused = paused  # replaced wholesale by the process, never mutated in place
+        self.applied_paused: set[str] = paused  # what the current pop honours
         self.on_deadline = on_deadline or (lambda index, deadline: None)
 
     def run(self) -> None:
@@ -110,7 +111,8 @@ class JobLoop:
         return True
 
     def pop(self) -> tuple[str, str] | None:
-        served = [q for q in self.queues if q not in self.paused]
+        self.applied_paused = paused = self.paused
+        served = [q for q in self.queues if q not in paused]
         if not served:
             self.stopping.wait(POP_TIMEOUT / 2)
             return None

@@ -90,8 +90,13 @@ class WorkerProcess:
     def _supervise(self, threads: list[threading.Thread]) -> None:
         next_beat = 0.0
         next_paused = 0.0
+        parent = os.getppid()
         while any(thread.is_alive() for thread in threads):
             now = time.monotonic()
+            if os.getppid() != parent and not self.stopping.is_set():
+                # The manager is gone (killed): nobody would supervise us; finish and leave.
+                log.warning("manager gone: stopping", extra={"action": "worker_orphaned"})
+                self.stopping.set()
             self._enforce_soft_timeouts()
             if now >= next_beat:
                 self._beat()
@@ -140,6 +145,10 @@ class WorkerProcess:
             "threads": self.spec.threads,
             "state": "stopping" if self.stopping.is_set() else ("busy" if running else "idle"),
             "current_jobs": [job_id for job_id, _ in running],
+            # Paused as far as every loop's current pop is concerned, not merely requested.
+            "paused_queues": sorted(set.intersection(*(lp.applied_paused for lp in self.loops)))
+            if self.loops
+            else [],
             "processed": self.counters.processed,
             "failed": self.counters.failed,
             "skipped": self.counters.skipped,

@@ -1,0 +1,70 @@
+"""Shared pieces of the fleet tests: submitting through the service, reading job rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.dispatch import fleet as dispatch_fleet
+from app.domain.schemas import JobCreate
+from app.services import jobs
+from app.services.auth import Principal, Scope
+from app.services.context import Context
+from app.settings import Settings
+from tests.helpers import LiveFleet, wait_until
+
+PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
+
+
+def submit(ctx: Context, task: str = "count", **fields: Any) -> str:
+    return str(jobs.submit(ctx, PRODUCER, JobCreate(task=task, **fields)).job.id)
+
+
+def statuses(ctx: Context) -> dict[str, int]:
+    with ctx.db.transaction() as session:
+        rows = session.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def job_row(ctx: Context, job_id: str) -> Any:
+    with ctx.db.transaction() as session:
+        return session.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).one()
+
+
+def attempts(ctx: Context, job_id: str) -> list[Any]:
+    with ctx.db.transaction() as session:
+        return list(
+            session.execute(
+                text("SELECT * FROM job_attempts WHERE job_id = :id ORDER BY id"), {"id": job_id}
+            ).all()
+        )
+
+
+def all_done(ctx: Context, total: int, done: tuple[str, ...] = ("completed",)) -> bool:
+    counts = statuses(ctx)
+    return sum(counts.get(s, 0) for s in done) == total
+
+
+def workers_of(ctx: Context, host: str) -> list[dict[str, Any]]:
+    beats = dispatch_fleet.read_heartbeats(ctx.redis.client, ctx.keys)
+    return [b for b in beats if b.get("host") == host and b.get("kind") == "worker"]
+
+
+@pytest.fixture
+def start_fleet(settings: Settings, ctx: Context) -> Iterator[Any]:
+    started: list[LiveFleet] = []
+
+    def start(processes: int = 2, threads: int = 2, **options: Any) -> LiveFleet:
+        fleet = LiveFleet(settings, processes, threads, **options)
+        started.append(fleet)
+        if processes:
+            wait_until(lambda: len(workers_of(ctx, fleet.host)) >= processes, timeout=60)
+        return fleet
+
+    yield start
+    for fleet in started:
+        fleet.stop()

@@ -1,0 +1,47 @@
+"""The claim and the fenced finish, called directly: no fleet needed to break them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from app.domain.states import AttemptOutcome
+from app.services import execution
+from app.services.context import Context
+from tests.fleet_support import attempts, job_row, submit
+
+
+def test_a_claim_takes_only_queued_jobs(ctx: Context) -> None:
+    job_id = submit(ctx, task="noop")
+    first = execution.claim(ctx, [job_id], "w1")
+    again = execution.claim(ctx, [job_id], "w2")
+    assert [str(j.id) for j in first] == [job_id] and again == []
+    row = job_row(ctx, job_id)
+    assert (row.status, row.attempts, row.worker_id) == ("processing", 1, "w1")
+    assert row.lease_expires_at > row.started_at
+
+
+def test_a_finish_with_a_stale_lease_token_changes_nothing(ctx: Context) -> None:
+    job_id = submit(ctx, task="noop")
+    (claimed,) = execution.claim(ctx, [job_id], "w1")
+    stale = dataclasses.replace(claimed, lease_token=uuid.uuid4())
+    assert execution.complete(ctx, stale, '"late"') is False
+    assert execution.fail(ctx, stale, "late", AttemptOutcome.FAILED) is False
+    row = job_row(ctx, job_id)
+    assert (row.status, row.result, row.lease_token) == ("processing", None, claimed.lease_token)
+    assert attempts(ctx, job_id) == []
+
+    assert execution.complete(ctx, claimed, '{"ok": true}') is True
+    assert execution.complete(ctx, claimed, '"twice"') is False
+    row = job_row(ctx, job_id)
+    assert (row.status, row.result) == ("completed", {"ok": True})
+    assert [(a.attempt, a.outcome) for a in attempts(ctx, job_id)] == [(1, "completed")]
+
+
+def test_lease_renewal_extends_only_current_leases(ctx: Context) -> None:
+    job_id = submit(ctx, task="noop")
+    (claimed,) = execution.claim(ctx, [job_id], "w1")
+    before = job_row(ctx, job_id).lease_expires_at
+    held = execution.renew_leases(ctx, [claimed.lease_token, uuid.uuid4()])
+    assert held == {claimed.id: False}
+    assert job_row(ctx, job_id).lease_expires_at >= before

@@ -1,0 +1,78 @@
+"""Built-in tasks run by a real fleet: http against a local server, flaky, echo."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from app.services.context import Context
+from tests.fleet_support import all_done, attempts, job_row, start_fleet, submit
+from tests.helpers import free_port, wait_until
+
+__all__ = ["start_fleet"]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Handler.received.append(
+            {"path": self.path, "body": body, "token": self.headers["X-Token"]}
+        )
+        status = 200 if self.path == "/ok" else 503
+        reply = json.dumps({"seen": body}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_task_covers_success_server_error_and_refusal(
+    ctx: Context, start_fleet: Any, webhook_server: str
+) -> None:
+    def webhook(url: str) -> dict[str, Any]:
+        return {"url": url, "json": {"order": 7}, "headers": {"X-Token": "t-1"}, "timeout": 5}
+
+    ok = submit(ctx, task="http", payload=webhook(f"{webhook_server}/ok"))
+    error = submit(ctx, task="http", payload=webhook(f"{webhook_server}/down"))
+    refused = submit(ctx, task="http", payload=webhook(f"http://127.0.0.1:{free_port()}/x"))
+    start_fleet(processes=1, threads=2)
+    wait_until(lambda: all_done(ctx, 3, done=("completed", "failed")), timeout=60)
+
+    assert job_row(ctx, ok).status == "completed"
+    assert job_row(ctx, ok).result == {"status": 200, "body": {"seen": {"order": 7}}}
+    assert {"path": "/ok", "body": {"order": 7}, "token": "t-1"} in _Handler.received
+    assert job_row(ctx, error).status == "failed"
+    assert "-> 503" in job_row(ctx, error).last_error
+    assert job_row(ctx, refused).status == "failed"
+    assert "ConnectError" in job_row(ctx, refused).last_error
+    assert [a.outcome for a in attempts(ctx, refused)] == ["failed"]
+
+
+def test_echo_and_flaky_record_results_and_errors(ctx: Context, start_fleet: Any) -> None:
+    echo = submit(ctx, task="echo", payload={"hello": ["world"]})
+    flaky = submit(ctx, task="flaky", payload={"failures": 0})
+    start_fleet(processes=1, threads=1)
+    wait_until(lambda: all_done(ctx, 2), timeout=60)
+    assert job_row(ctx, echo).result == {"hello": ["world"]}
+    assert job_row(ctx, flaky).result == {"attempt": 1}
