@@ -170,6 +170,27 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return manager.run()
 
 
+def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
+    import signal
+    import socket
+    import threading
+
+    from app.services.context import Context
+    from app.services.maintenance import start_duties
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ctx = Context(settings)
+    holder = f"{settings.fleet_host or socket.gethostname()}:maintenance:{os.getpid()}"
+    runners = start_duties(ctx, holder, stop)
+    stop.wait()
+    for runner in runners:
+        runner.thread.join(timeout=30)
+    ctx.close()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")
     worker.add_argument("--queues", help="comma-separated queues to serve (WORKER_QUEUES)")
+    commands.add_parser(
+        "maintenance",
+        help="run only the periodic duties: promoter, recovery, reconciler, retention",
+    )
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; it is printed once")
@@ -209,6 +234,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "keys": _keys,
     "dev": _dev,
     "worker": _worker,
+    "maintenance": _maintenance,
 }
 
 

@@ -46,10 +46,10 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
+            "{levelname}{name}{message}",
             style="{",
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601, UTC, microseconds
+            rename_fields={"levelname": "level", "name": "logger"},
         )
     )
     handler.addFilter(_ContextFilter())

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import fleet, health, jobs, problems
+from app.api import dlq, fleet, health, jobs, lease, problems
 from app.api.middleware import BodySizeLimit, RequestContext
 from app.dispatch.ratelimit import RateLimits
 from app.logging import configure_logging
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await context.aredis.aclose()
         context.close()
 
     app = FastAPI(
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(dlq.router)
     app.include_router(fleet.router)
+    app.include_router(lease.router)
     # Outermost first: the request id wraps everything, including a 413 reply.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     hard_timeout_grace_seconds: float = Field(5.0, ge=0)
     fleet_host: str = ""
 
+    run_duties: bool = True
+    promote_interval_seconds: float = Field(0.25, gt=0)
+    recovery_interval_seconds: float = Field(1.0, gt=0)
+    reconcile_interval_seconds: float = Field(1.0, gt=0)
+    sweep_after_seconds: float = Field(30.0, gt=0)
+    retention_interval_seconds: float = Field(60.0, gt=0)
+    retention_seconds: float = Field(7 * 86_400, gt=0)
+    dlq_retention_seconds: float = Field(30 * 86_400, gt=0)
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
         if self.environment is Environment.PRODUCTION and len(self.api_key_secret) < 16:

@@ -25,14 +25,14 @@ def test_a_finish_with_a_stale_lease_token_changes_nothing(ctx: Context) -> None
     job_id = submit(ctx, task="noop")
     (claimed,) = execution.claim(ctx, [job_id], "w1")
     stale = dataclasses.replace(claimed, lease_token=uuid.uuid4())
-    assert execution.complete(ctx, stale, '"late"') is False
-    assert execution.fail(ctx, stale, "late", AttemptOutcome.FAILED) is False
+    assert execution.complete(ctx, stale.lease, '"late"') is False
+    assert execution.fail(ctx, stale.lease, "late", AttemptOutcome.FAILED) is None
     row = job_row(ctx, job_id)
     assert (row.status, row.result, row.lease_token) == ("processing", None, claimed.lease_token)
     assert attempts(ctx, job_id) == []
 
-    assert execution.complete(ctx, claimed, '{"ok": true}') is True
-    assert execution.complete(ctx, claimed, '"twice"') is False
+    assert execution.complete(ctx, claimed.lease, '{"ok": true}') is True
+    assert execution.complete(ctx, claimed.lease, '"twice"') is False
     row = job_row(ctx, job_id)
     assert (row.status, row.result) == ("completed", {"ok": True})
     assert [(a.attempt, a.outcome) for a in attempts(ctx, job_id)] == [(1, "completed")]

@@ -173,8 +173,8 @@ def test_pause_stops_pickup_and_resume_restarts_it(
 
 def test_soft_and_hard_timeouts_fail_the_job_with_timeout(ctx: Context, start_fleet: Any) -> None:
     fleet = start_fleet(processes=1, threads=2, HARD_TIMEOUT_GRACE_SECONDS="1")
-    soft = submit(ctx, task="sleep", payload={"seconds": 30}, timeout_seconds=1)
-    hard = submit(ctx, task="stubborn", payload={"seconds": 30}, timeout_seconds=1)
+    soft = submit(ctx, task="sleep", payload={"seconds": 30}, timeout_seconds=1, max_retries=0)
+    hard = submit(ctx, task="stubborn", payload={"seconds": 30}, timeout_seconds=1, max_retries=0)
     wait_until(lambda: job_row(ctx, soft).status == "failed", timeout=30)
     wait_until(lambda: job_row(ctx, hard).status == "failed", timeout=30)
     for job_id in (soft, hard):

@@ -39,7 +39,7 @@ def test_submit_creates_a_queued_job_with_defaults(
     expected = {
         "id", "tenant", "queue", "task", "payload", "priority", "status", "idempotency_key",
         "attempts", "max_retries", "timeout_seconds", "run_at", "result", "last_error",
-        "worker_id", "created_at", "updated_at", "started_at", "finished_at",
+        "worker_id", "cancel_requested", "created_at", "updated_at", "started_at", "finished_at",
     }  # fmt: skip
     assert set(job) == expected
     ready = ctx.redis.client.lrange(ctx.keys.ready("default", 7), 0, -1)

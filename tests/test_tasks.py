@@ -53,9 +53,12 @@ def test_http_task_covers_success_server_error_and_refusal(
     def webhook(url: str) -> dict[str, Any]:
         return {"url": url, "json": {"order": 7}, "headers": {"X-Token": "t-1"}, "timeout": 5}
 
-    ok = submit(ctx, task="http", payload=webhook(f"{webhook_server}/ok"))
-    error = submit(ctx, task="http", payload=webhook(f"{webhook_server}/down"))
-    refused = submit(ctx, task="http", payload=webhook(f"http://127.0.0.1:{free_port()}/x"))
+    def call(url: str) -> str:
+        return submit(ctx, task="http", payload=webhook(url), max_retries=0)
+
+    ok = call(f"{webhook_server}/ok")
+    error = call(f"{webhook_server}/down")
+    refused = call(f"http://127.0.0.1:{free_port()}/x")
     start_fleet(processes=1, threads=2)
     wait_until(lambda: all_done(ctx, 3, done=("completed", "failed")), timeout=60)
 

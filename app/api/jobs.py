@@ -79,9 +79,21 @@ def get_job(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> JobDetail:
     return jobs.get(ctx, principal, job_id)
 
 
-@router.post("/{job_id}/cancel", responses={404: PROBLEM, 409: PROBLEM})
-def cancel_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
-    return jobs.cancel(ctx, principal, job_id)
+@router.post(
+    "/{job_id}/cancel",
+    responses={
+        202: {"model": JobOut, "description": "Running: cancellation requested"},
+        404: PROBLEM,
+        409: PROBLEM,
+    },
+)
+def cancel_job(job_id: uuid.UUID, response: Response, ctx: ContextDep, principal: Writer) -> JobOut:
+    """Queued or scheduled: cancelled now (200). Running: the worker is told at its next
+    heartbeat and the job ends cancelled (202). Finished: 409."""
+    cancelled = jobs.cancel(ctx, principal, job_id)
+    if not cancelled.immediate:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return cancelled.job
 
 
 @router.post("/{job_id}/retry", responses={404: PROBLEM, 409: PROBLEM})

@@ -100,3 +100,12 @@ class Unavailable(JobfleetError):
     status = 503
     code = "service-unavailable"
     title = "Service unavailable"
+
+
+class LeaseLost(JobfleetError):
+    """This lease is not current: it expired and the job was recovered or leased again, or the
+    token is wrong. Stop working on the job; do not retry the call."""
+
+    status = 409
+    code = "lease-lost"
+    title = "Lease lost"

@@ -81,6 +81,7 @@ class JobOut(BaseModel):
     result: Any
     last_error: str | None
     worker_id: str | None
+    cancel_requested: bool = False
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

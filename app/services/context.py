@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.dispatch.aio import AsyncRedisHandle
 from app.dispatch.client import RedisHandle
 from app.dispatch.keys import Keys
 from app.settings import Settings
@@ -15,12 +16,14 @@ class Context:
     settings: Settings
     db: Database = field(init=False)
     redis: RedisHandle = field(init=False)
+    aredis: AsyncRedisHandle = field(init=False)
     keys: Keys = field(init=False)
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
         self.db = Database(self.settings)
         self.redis = RedisHandle(self.settings)
+        self.aredis = AsyncRedisHandle(self.settings.redis_url)
         self.keys = Keys(self.settings.key_prefix)
 
     def close(self) -> None:

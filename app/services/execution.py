@@ -1,21 +1,25 @@
-"""Running jobs: claim, finish, lease renewal, and the release of a dead worker's jobs.
+"""Running jobs: claim, finish, the retry policy applied to failures, lease renewal.
 
-Shared by the native fleet and (later) the HTTP lease protocol, so both follow one set of rules.
+Shared by the native fleet, the HTTP lease protocol and recovery, so all follow one set of
+rules: every finish is fenced by its lease token, every failure goes through `decide`.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from app.dispatch.push import Announcement, announce
+from app.domain.policy import DeadLetter, decide
 from app.domain.states import AttemptOutcome, JobStatus
 from app.services.context import Context
 from app.store import claims
-from app.store.claims import Claimed
+from app.store.claims import Claimed, Finished, Lease
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +35,12 @@ def lease_seconds(ctx: Context) -> float:
     return float(ctx.settings.heartbeat_ttl_seconds)
 
 
-def claim(ctx: Context, job_ids: list[str], worker_id: str) -> list[Claimed]:
+def claim(
+    ctx: Context, job_ids: list[str], worker_id: str, lease: float | None = None
+) -> list[Claimed]:
     with ctx.db.transaction() as session:
         claimed = claims.claim(
-            session, [uuid.UUID(j) for j in job_ids], worker_id, lease_seconds(ctx)
+            session, [uuid.UUID(j) for j in job_ids], worker_id, lease or lease_seconds(ctx)
         )
     for job in claimed:
         log.info(
@@ -56,39 +62,78 @@ def encode_result(result: Any) -> str:
         raise ResultNotSerialisable(f"the task's result is not JSON-serialisable: {exc}") from exc
 
 
-def complete(ctx: Context, job: Claimed, result_json: str) -> bool:
-    """Record success; False when this worker's lease was lost and the job is someone else's."""
+def complete(ctx: Context, lease: Lease, result_json: str) -> bool:
+    """Record success; False when this lease was lost and the job is someone else's now."""
     with ctx.db.transaction() as session:
         done = claims.finish(
-            session,
-            job.id,
-            job.lease_token,
-            JobStatus.COMPLETED,
-            AttemptOutcome.COMPLETED,
-            result_json=result_json,
+            session, lease, JobStatus.COMPLETED, AttemptOutcome.COMPLETED, result_json=result_json
         )
-    _log_finish(job, done, "job_completed")
+    _log_finish(lease, done, error=None)
+    return done is not None
+
+
+def fail(
+    ctx: Context,
+    lease: Lease,
+    error: str,
+    outcome: AttemptOutcome,
+    retryable: bool = True,
+    rand: Any = random.random,
+) -> Finished | None:
+    """Record a failed attempt (fenced) and apply the retry policy: scheduled with backoff
+    while retries remain, else failed (the dead-letter queue)."""
+    settings = ctx.settings
+    decision = decide(
+        lease.attempt, lease.max_retries, retryable, settings.retry_base, settings.retry_cap, rand
+    )
+    with ctx.db.transaction() as session:
+        if isinstance(decision, DeadLetter):
+            done = claims.finish(session, lease, JobStatus.FAILED, outcome, error=error)
+        else:
+            done = claims.finish(
+                session,
+                lease,
+                JobStatus.SCHEDULED,
+                outcome,
+                error=error,
+                delay_seconds=decision.delay_seconds,
+            )
+    if done is not None and done.status is JobStatus.SCHEDULED:
+        announce_scheduled(ctx, done)
+    _log_finish(lease, done, error=error, outcome=outcome.value)
     return done
 
 
-def fail(ctx: Context, job: Claimed, error: str, outcome: AttemptOutcome) -> bool:
-    """Record a failed attempt (fenced). The job is failed: it lands in the dead-letter queue."""
-    with ctx.db.transaction() as session:
-        done = claims.finish(
-            session, job.id, job.lease_token, JobStatus.FAILED, outcome, error=error
-        )
-    _log_finish(job, done, "job_failed", error=error, outcome=outcome.value)
-    return done
+def announce_scheduled(ctx: Context, done: Finished) -> None:
+    announce(
+        ctx.redis.client,
+        ctx.keys,
+        [Announcement(str(done.id), done.queue, done.priority, done.run_at)],
+    )
 
 
-def _log_finish(job: Claimed, done: bool, action: str, **extra: Any) -> None:
-    if done:
-        log.info(action.replace("_", " "), extra={"action": action, "job_id": str(job.id), **extra})
-    else:
+_ACTIONS = {
+    JobStatus.COMPLETED: "job_completed",
+    JobStatus.SCHEDULED: "job_retry_scheduled",
+    JobStatus.FAILED: "job_dead_lettered",
+    JobStatus.CANCELLED: "job_cancelled",
+}
+
+
+def _log_finish(lease: Lease, done: Finished | None, **extra: Any) -> None:
+    if done is None:
         log.warning(
             "finish refused: lease lost",
-            extra={"action": "job_finish_fenced", "job_id": str(job.id)},
+            extra={"action": "job_finish_fenced", "job_id": str(lease.id)},
         )
+        return
+    action = _ACTIONS[done.status]
+    if done.status is JobStatus.SCHEDULED:
+        extra["run_at"] = done.run_at.isoformat()
+    log.info(
+        action.replace("_", " "),
+        extra={"action": action, "job_id": str(lease.id), "attempt": lease.attempt, **extra},
+    )
 
 
 def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
@@ -96,29 +141,31 @@ def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID,
         return claims.extend_leases(session, lease_tokens, lease_seconds(ctx))
 
 
-def release_dead_worker(ctx: Context, worker_id: str) -> None:
-    """After a worker process died: a job past its timeout fails with "timeout"; any other job
-    it held goes back to its queue, its lost attempt recorded."""
-    requeued: list[Announcement] = []
+def extend_lease(
+    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, seconds: float
+) -> tuple[datetime, bool] | None:
     with ctx.db.transaction() as session:
-        for held in claims.held_by(session, worker_id):
-            if held.overdue:
-                claims.finish(
-                    session,
-                    held.id,
-                    held.lease_token,
-                    JobStatus.FAILED,
-                    AttemptOutcome.TIMEOUT,
-                    error="timeout: killed after running past its timeout_seconds",
-                )
-                log.warning("job timed out", extra={"action": "job_failed", "job_id": str(held.id)})
-                continue
-            placed = claims.requeue_lost(session, held.id, held.lease_token, "worker lost")
-            if placed is not None:
-                requeued.append(Announcement(str(held.id), placed[0], placed[1], None))
-                log.warning(
-                    "job recovered from a dead worker",
-                    extra={"action": "job_recovered", "job_id": str(held.id)},
-                )
-    if requeued:
-        announce(ctx.redis.client, ctx.keys, requeued)
+        return claims.extend_lease(session, job_id, lease_token, seconds)
+
+
+def recover(ctx: Context, held: claims.Held, why: str) -> Finished | None:
+    """A running job whose worker is gone: a lost attempt, through the retry policy. A job
+    that was past its timeout counts as a timeout instead."""
+    if held.overdue:
+        outcome, error = AttemptOutcome.TIMEOUT, f"timeout: ran past its timeout_seconds ({why})"
+    else:
+        outcome, error = AttemptOutcome.LOST, f"worker lost: {why}"
+    done = fail(ctx, held.lease, error, outcome)
+    if done is not None:
+        log.warning(
+            "job recovered",
+            extra={"action": "job_recovered", "job_id": str(held.lease.id), "reason": why},
+        )
+    return done
+
+
+def release_dead_worker(ctx: Context, worker_id: str) -> int:
+    """After a worker process died, recover every job it held; returns how many."""
+    with ctx.db.transaction() as session:
+        held = claims.held_by(session, worker_id)
+    return sum(1 for h in held if recover(ctx, h, f"process {worker_id} died") is not None)

@@ -143,15 +143,27 @@ def _refuse(
     return InvalidTransition(f"cannot {action} a job that is {job.status}", job_status=job.status)
 
 
-def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
+@dataclass(frozen=True)
+class Cancelled:
+    job: JobOut
+    immediate: bool  # False: the job is running; it ends cancelled when its task returns
+
+
+def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
     with ctx.db.transaction() as session:
         job = job_store.cancel_waiting(session, job_id, principal.tenant_filter, CANCELLABLE)
+        if job is None:
+            job = job_store.request_cancel(session, job_id, principal.tenant_filter)
+            if job is not None:
+                bind(tenant=principal.tenant, job_id=str(job_id))
+                log.info("job cancel requested", extra={"action": "job_cancel_requested"})
+                return Cancelled(JobOut.model_validate(job), immediate=False)
     if job is None:
         raise _refuse(ctx, principal, job_id, "cancel")
     # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
     bind(tenant=principal.tenant, job_id=str(job_id))
     log.info("job cancelled", extra={"action": "job_cancelled"})
-    return JobOut.model_validate(job)
+    return Cancelled(JobOut.model_validate(job), immediate=True)
 
 
 def retry(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:

@@ -32,8 +32,13 @@ class Claimed:
     max_retries: int
     timeout_seconds: int
     lease_token: uuid.UUID
+    lease_expires_at: datetime
     created_at: datetime
     started_at: datetime
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.lease_token, self.attempt, self.max_retries)
 
 
 _CLAIM = text(
@@ -48,7 +53,7 @@ _CLAIM = text(
            updated_at = now()
      WHERE id = ANY(:ids) AND status = 'queued'
     RETURNING id, tenant, queue, task, payload, priority, attempts, max_retries,
-              timeout_seconds, lease_token, created_at, started_at
+              timeout_seconds, lease_token, lease_expires_at, created_at, started_at
     """
 )
 
@@ -72,6 +77,7 @@ def claim(
             max_retries=row.max_retries,
             timeout_seconds=row.timeout_seconds,
             lease_token=row.lease_token,
+            lease_expires_at=row.lease_expires_at,
             created_at=row.created_at,
             started_at=row.started_at,
         )
@@ -79,51 +85,87 @@ def claim(
     ]
 
 
+@dataclass(frozen=True)
+class Lease:
+    """The attempt a finish refers to: fenced by its token."""
+
+    id: uuid.UUID
+    lease_token: uuid.UUID
+    attempt: int
+    max_retries: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Where a finished attempt left its job."""
+
+    id: uuid.UUID
+    status: JobStatus
+    queue: str
+    priority: int
+    run_at: datetime
+
+
 # One statement closes the attempt: the fenced status change and its job_attempts row commit
-# together or not at all.
+# together or not at all. A job whose cancellation was requested ends cancelled, whatever its
+# task did.
 _FINISH = text(
     """
     WITH finished AS (
         UPDATE jobs
-           SET status = :status,
+           SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
                result = CAST(:result AS jsonb),
                last_error = :error,
+               run_at = CASE WHEN :status = 'scheduled' AND NOT cancel_requested
+                             THEN now() + make_interval(secs => :delay) ELSE run_at END,
+               finished_at = CASE WHEN :status = 'scheduled' AND NOT cancel_requested
+                                  THEN NULL ELSE now() END,
                lease_token = NULL,
                lease_expires_at = NULL,
-               finished_at = now(),
                updated_at = now()
          WHERE id = :id AND status = 'processing' AND lease_token = :token
-        RETURNING id, attempts, worker_id, started_at
+        RETURNING id, attempts, worker_id, started_at, status, queue, priority, run_at,
+                  cancel_requested
+    ), attempt AS (
+        INSERT INTO job_attempts
+               (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+        SELECT id, attempts, worker_id, started_at, now(),
+               CASE WHEN cancel_requested THEN 'cancelled' ELSE :outcome END, :error
+          FROM finished
     )
-    INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-    SELECT id, attempts, worker_id, started_at, now(), :outcome, :error FROM finished
-    RETURNING job_id
+    SELECT id, status, queue, priority, run_at FROM finished
     """
 )
 
 
 def finish(
     session: Session,
-    job_id: uuid.UUID,
-    lease_token: uuid.UUID,
+    lease: Lease,
     status: JobStatus,
     outcome: AttemptOutcome,
     result_json: str | None = None,
     error: str | None = None,
-) -> bool:
-    """Close the attempt holding `lease_token`; False when that lease is no longer current."""
+    delay_seconds: float = 0.0,
+) -> Finished | None:
+    """Close the attempt holding the lease; None when that lease is no longer current.
+
+    `status` is completed, failed, or scheduled (a retry after `delay_seconds`).
+    """
     row = session.execute(
         _FINISH,
         {
-            "id": job_id,
-            "token": lease_token,
+            "id": lease.id,
+            "token": lease.lease_token,
             "status": status.value,
             "outcome": outcome.value,
             "result": result_json,
             "error": error,
+            "delay": delay_seconds,
         },
     ).first()
-    return row is not None
+    if row is None:
+        return None
+    return Finished(row.id, JobStatus(row.status), row.queue, row.priority, row.run_at)
 
 
 _EXTEND = text(
@@ -136,6 +178,23 @@ _EXTEND = text(
 )
 
 
+def extend_lease(
+    session: Session, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float
+) -> tuple[datetime, bool] | None:
+    """Extend one lease (HTTP workers); its new expiry and cancel flag, or None if lost."""
+    row = session.execute(
+        text(
+            """
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+             WHERE id = :id AND status = 'processing' AND lease_token = :token
+            RETURNING lease_expires_at, cancel_requested
+            """
+        ),
+        {"id": job_id, "token": lease_token, "lease_seconds": lease_seconds},
+    ).first()
+    return (row.lease_expires_at, row.cancel_requested) if row is not None else None
+
+
 def extend_leases(
     session: Session, lease_tokens: list[uuid.UUID], lease_seconds: float
 ) -> dict[uuid.UUID, bool]:
@@ -146,57 +205,76 @@ def extend_leases(
     return {row.id: row.cancel_requested for row in rows}
 
 
-_HELD_BY = text(
-    """
-    SELECT id, lease_token, started_at + make_interval(secs => timeout_seconds) < now() AS overdue
+_LEASES_WHERE = """
+    SELECT id, lease_token, attempts, max_retries,
+           started_at + make_interval(secs => timeout_seconds) < now() AS overdue
       FROM jobs
-     WHERE status = 'processing' AND worker_id = :worker_id
-    """
-)
+     WHERE status = 'processing' AND {condition}
+     ORDER BY lease_expires_at
+     LIMIT :limit
+"""
 
 
 @dataclass(frozen=True)
 class Held:
-    id: uuid.UUID
-    lease_token: uuid.UUID
+    lease: Lease
     overdue: bool  # ran past its timeout_seconds
 
 
-def held_by(session: Session, worker_id: str) -> list[Held]:
-    """Jobs a worker process still holds (the manager asks after that process died)."""
+def _held(session: Session, condition: str, limit: int, **params: Any) -> list[Held]:
+    rows = session.execute(
+        text(_LEASES_WHERE.format(condition=condition)), {"limit": limit, **params}
+    ).all()
     return [
-        Held(row.id, row.lease_token, row.overdue)
-        for row in session.execute(_HELD_BY, {"worker_id": worker_id}).all()
+        Held(Lease(row.id, row.lease_token, row.attempts, row.max_retries), row.overdue)
+        for row in rows
     ]
 
 
-_REQUEUE_LOST = text(
-    """
-    WITH lost AS (
-        UPDATE jobs
-           SET status = 'queued',
-               lease_token = NULL,
-               lease_expires_at = NULL,
-               last_error = :error,
-               run_at = now(),
-               updated_at = now()
-         WHERE id = :id AND status = 'processing' AND lease_token = :token
-        RETURNING id, queue, priority, attempts, worker_id, started_at
-    ), attempt AS (
-        INSERT INTO job_attempts
-               (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-        SELECT id, attempts, worker_id, started_at, now(), 'lost', :error FROM lost
-    )
-    SELECT id, queue, priority FROM lost
-    """
-)
+def held_by(session: Session, worker_id: str, limit: int = 1000) -> list[Held]:
+    """Jobs a worker process still holds (the manager asks after that process died)."""
+    return _held(session, "worker_id = :worker_id", limit, worker_id=worker_id)
 
 
-def requeue_lost(
-    session: Session, job_id: uuid.UUID, lease_token: uuid.UUID, error: str
-) -> tuple[str, int] | None:
-    """Put a job whose worker died back in its queue (fenced); returns its queue and priority."""
+def expired_leases(session: Session, limit: int) -> list[Held]:
+    """Running jobs whose lease ran out: their worker stopped renewing it."""
+    return _held(session, "lease_expires_at < now()", limit)
+
+
+def unrenewed_leases(
+    session: Session, silent_seconds: float, lease_seconds: float, limit: int
+) -> list[tuple[Held, str]]:
+    """Native-fleet jobs whose lease has not been renewed for `silent_seconds`, with their
+    worker ids: recovery checks those workers' heartbeat keys. HTTP leases (worker ids
+    starting with "http:") have no heartbeat key and are judged by lease expiry alone."""
+    rows = session.execute(
+        text(
+            """
+            SELECT id, lease_token, attempts, max_retries, worker_id,
+                   started_at + make_interval(secs => timeout_seconds) < now() AS overdue
+              FROM jobs
+             WHERE status = 'processing'
+               AND lease_expires_at < now() + make_interval(secs => :lease - :silent)
+               AND worker_id NOT LIKE 'http:%'
+             ORDER BY lease_expires_at
+             LIMIT :limit
+            """
+        ),
+        {"lease": lease_seconds, "silent": silent_seconds, "limit": limit},
+    ).all()
+    return [
+        (Held(Lease(r.id, r.lease_token, r.attempts, r.max_retries), r.overdue), r.worker_id)
+        for r in rows
+    ]
+
+
+def current_lease(session: Session, job_id: uuid.UUID, lease_token: uuid.UUID) -> Lease | None:
+    """The lease, if `lease_token` is still the one holding the running job."""
     row = session.execute(
-        _REQUEUE_LOST, {"id": job_id, "token": lease_token, "error": error}
+        text(
+            "SELECT id, lease_token, attempts, max_retries FROM jobs "
+            "WHERE id = :id AND status = 'processing' AND lease_token = :token"
+        ),
+        {"id": job_id, "token": lease_token},
     ).first()
-    return (row.queue, row.priority) if row is not None else None
+    return Lease(row.id, row.lease_token, row.attempts, row.max_retries) if row else None

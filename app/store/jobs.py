@@ -152,6 +152,14 @@ def _transition(
     ).one_or_none()
 
 
+def request_cancel(session: Session, job_id: uuid.UUID, tenant: str | None) -> Job | None:
+    """Flag a running job: its worker sees the flag at its next heartbeat, and the job ends
+    cancelled when its task returns."""
+    return _transition(
+        session, job_id, tenant, frozenset({JobStatus.PROCESSING}), cancel_requested=True
+    )
+
+
 def cancel_waiting(
     session: Session,
     job_id: uuid.UUID,
@@ -168,6 +176,20 @@ def cancel_waiting(
     )
 
 
+_REQUEUE_VALUES: dict[str, Any] = {
+    "status": JobStatus.QUEUED.value,
+    "attempts": 0,
+    "result": None,
+    "last_error": None,
+    "worker_id": None,
+    "lease_token": None,
+    "lease_expires_at": None,
+    "cancel_requested": False,
+    "started_at": None,
+    "finished_at": None,
+}
+
+
 def requeue(
     session: Session,
     job_id: uuid.UUID,
@@ -175,23 +197,24 @@ def requeue(
     from_states: frozenset[JobStatus],
 ) -> Job | None:
     """Back to queued with a fresh retry budget; the attempt history is kept."""
-    return _transition(
-        session,
-        job_id,
-        tenant,
-        from_states,
-        status=JobStatus.QUEUED.value,
-        attempts=0,
-        run_at=func.now(),
-        result=None,
-        last_error=None,
-        worker_id=None,
-        lease_token=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        started_at=None,
-        finished_at=None,
-    )
+    return _transition(session, job_id, tenant, from_states, run_at=func.now(), **_REQUEUE_VALUES)
+
+
+def requeue_many(
+    session: Session, where: JobFilter, job_ids: list[uuid.UUID] | None, limit: int
+) -> Sequence[Job]:
+    """Requeue up to `limit` jobs matching the filter (and the ids, when given), oldest first."""
+    assert where.status is not None
+    chosen = _filtered(select(Job.id), where)
+    if job_ids is not None:
+        chosen = chosen.where(Job.id.in_(job_ids))
+    chosen = chosen.order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True)
+    return session.scalars(
+        update(Job)
+        .where(Job.id.in_(chosen.scalar_subquery()), Job.status == where.status.value)
+        .values(updated_at=func.now(), run_at=func.now(), **_REQUEUE_VALUES)
+        .returning(Job)
+    ).all()
 
 
 def delete_job(

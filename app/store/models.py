@@ -77,12 +77,20 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_created", "created_at", "id"),
         # The reconciler rebuilds ready lists in priority and FIFO order from this one.
+        # The reconciler's sweep compares a list's head with these (queue, priority, run_at).
         Index(
             "ix_jobs_queued_order",
             "queue",
             "priority",
-            "created_at",
+            "run_at",
             postgresql_where=text("status = 'queued'"),
+        ),
+        # Retention deletes finished jobs oldest first.
+        Index(
+            "ix_jobs_finished",
+            "status",
+            "finished_at",
+            postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
         ),
         # Recovery looks only at running jobs whose lease ran out.
         Index(

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 POP_TIMEOUT = 1.0  # how long a pop blocks before the loop looks at stop and pause again
 BACKOFF_ON_ERROR = 1.0
+FINISH_RETRY = 0.25
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Outcome:
     result_json: str | None = None
     error: str | None = None
     kind: AttemptOutcome = AttemptOutcome.COMPLETED
+    retryable: bool = True  # False: the same code would fail the same way again
 
 
 @dataclass
@@ -136,7 +138,7 @@ class JobLoop:
         try:
             task = self.tasks.get(job.task)
         except UnknownTask as exc:
-            return Outcome(error=str(exc), kind=AttemptOutcome.FAILED)
+            return Outcome(error=str(exc), kind=AttemptOutcome.FAILED, retryable=False)
         deadline = time.time() + job.timeout_seconds
         context = JobContext(job.id, job.queue, job.attempt, job.max_retries, deadline)
         with self.slot.lock:
@@ -150,6 +152,8 @@ class JobLoop:
                 with self.slot.lock:
                     self.slot.in_task = False
             return Outcome(result_json=execution.encode_result(result))
+        except execution.ResultNotSerialisable as exc:
+            return Outcome(error=str(exc), kind=AttemptOutcome.FAILED, retryable=False)
         except SoftTimeout:
             return Outcome(
                 error=f"timeout: ran past {job.timeout_seconds} s", kind=AttemptOutcome.TIMEOUT
@@ -160,13 +164,30 @@ class JobLoop:
             self.on_deadline(self.slot.index, 0.0)
 
     def finish(self, job: Claimed, outcome: Outcome) -> None:
+        """Record the outcome, retrying while Postgres is away for as long as the lease could
+        still be current; after that, recovery owns the job and a late finish would be
+        refused anyway."""
+        give_up_at = time.monotonic() + execution.lease_seconds(self.ctx)
+        while True:
+            try:
+                self._record(job, outcome)
+                return
+            except DBAPIError as exc:
+                if time.monotonic() >= give_up_at:
+                    raise
+                log.warning("finish failed, retrying", extra={"error": str(exc.orig)})
+                time.sleep(FINISH_RETRY)
+
+    def _record(self, job: Claimed, outcome: Outcome) -> None:
         try:
             if outcome.kind is AttemptOutcome.COMPLETED:
                 assert outcome.result_json is not None
-                execution.complete(self.ctx, job, outcome.result_json)
+                execution.complete(self.ctx, job.lease, outcome.result_json)
                 self.counters.add(processed=1)
             else:
-                execution.fail(self.ctx, job, outcome.error or "failed", outcome.kind)
+                execution.fail(
+                    self.ctx, job.lease, outcome.error or "failed", outcome.kind, outcome.retryable
+                )
                 self.counters.add(processed=1, failed=1)
         finally:
             with self.slot.lock:

@@ -27,6 +27,7 @@ from app.dispatch import fleet
 from app.logging import log_context
 from app.services import execution
 from app.services.context import Context
+from app.services.maintenance import start_duties
 from app.settings import Settings
 from app.workers.process import WorkerSpec, run_worker_process
 
@@ -82,6 +83,9 @@ class WorkerManager:
                 "fleet started",
                 extra={"action": "fleet_started", "host": self.host, "queues": self.queues},
             )
+            duties_stop = threading.Event()
+            if self.settings.run_duties:
+                start_duties(self.ctx, self.manager_id, duties_stop)
             next_desired = next_beat = 0.0
             while not self.stop_requested.is_set():
                 now = time.monotonic()
@@ -95,6 +99,7 @@ class WorkerManager:
                     self.beat()
                     next_beat = now + self.settings.heartbeat_interval_seconds
                 self.stop_requested.wait(TICK)
+            duties_stop.set()
             self.shutdown()
         return 0
 

@@ -81,6 +81,7 @@ class WorkerProcess:
         with log_context(worker_id=self.spec.worker_id):
             log.info("worker started", extra={"action": "worker_started"})
             self._refresh_paused()
+            self._beat()  # before any claim, so recovery never sees a job of an unknown worker
             for thread in threads:
                 thread.start()
             self._supervise(threads)

@@ -104,11 +104,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_queued_order",
         "jobs",
-        ["queue", "priority", "created_at"],
+        ["queue", "priority", "run_at"],
         unique=False,
         postgresql_where=sa.text("status = 'queued'"),
     )
     op.create_index("ix_jobs_status_run_at", "jobs", ["status", "run_at"], unique=False)
+    op.create_index(
+        "ix_jobs_finished",
+        "jobs",
+        ["status", "finished_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('completed', 'failed', 'cancelled')"),
+    )
     op.create_index("ix_jobs_tenant_created", "jobs", ["tenant", "created_at", "id"], unique=False)
     op.create_index(
         "uq_jobs_tenant_idempotency_key",
@@ -153,6 +160,7 @@ def downgrade() -> None:
         table_name="jobs",
         postgresql_where=sa.text("status = 'queued'"),
     )
+    op.drop_index("ix_jobs_finished", table_name="jobs")
     op.drop_index(
         "ix_jobs_processing_lease",
         table_name="jobs",

@@ -1,0 +1,67 @@
+"""The dead-letter queue: failed jobs, to read, replay or delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
+
+from app.api.deps import ContextDep, Reader, Writer
+from app.api.jobs import PROBLEM
+from app.domain.schemas import JobOut, JobPage, QueueName, TaskName
+from app.domain.states import JobStatus
+from app.services import dlq, jobs
+from app.store.jobs import JobFilter
+
+router = APIRouter(prefix="/dlq", tags=["dead-letter queue"])
+
+
+class ReplayMany(BaseModel):
+    """Which failed jobs to replay: any of queue, task and ids narrow the choice."""
+
+    queue: QueueName | None = None
+    task: TaskName | None = None
+    ids: list[uuid.UUID] | None = Field(None, max_length=1000)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class Replayed(BaseModel):
+    replayed: int
+    items: list[JobOut]
+
+
+@router.get("")
+def list_dead_letters(
+    ctx: ContextDep,
+    principal: Reader,
+    queue: str | None = None,
+    task: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: str | None = None,
+) -> JobPage:
+    where = JobFilter(principal.tenant_filter, JobStatus.FAILED, queue, task)
+    return jobs.list_page(ctx, principal, where, limit, offset, cursor)
+
+
+@router.post("/replay")
+def replay_many(body: ReplayMany, ctx: ContextDep, principal: Writer) -> Replayed:
+    """Replay up to `limit` failed jobs (oldest first) that match."""
+    items = dlq.replay_many(ctx, principal, body.queue, body.task, body.ids, body.limit)
+    return Replayed(replayed=len(items), items=items)
+
+
+@router.post("/{job_id}/replay", responses={404: PROBLEM, 409: PROBLEM})
+def replay(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
+    """failed -> queued, with a fresh retry budget; the attempt history is kept."""
+    return dlq.replay(ctx, principal, job_id)
+
+
+@router.delete(
+    "/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: PROBLEM, 409: PROBLEM}
+)
+def delete(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> Response:
+    dlq.delete(ctx, principal, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

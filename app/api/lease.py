@@ -1,0 +1,115 @@
+"""The HTTP lease protocol, for workers in any language (scope `worker`)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response, status
+from pydantic import BaseModel, Field, JsonValue
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ContextDep, caller
+from app.api.jobs import PROBLEM
+from app.dispatch import aio
+from app.dispatch.pop import ready_lists
+from app.domain.schemas import JobOut, QueueName
+from app.services import leasing
+from app.services.auth import Principal, Scope
+
+router = APIRouter(tags=["http workers"])
+
+Worker = Annotated[Principal, Depends(caller(Scope.WORKER, "read"))]
+WorkerWrite = Annotated[Principal, Depends(caller(Scope.WORKER, "write"))]
+
+
+class LeaseRequest(BaseModel):
+    worker_id: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:@-]+$")
+    lease_seconds: float = Field(30, ge=1, le=3600)
+    wait_seconds: float = Field(0, ge=0, le=30)
+
+
+class Leased(BaseModel):
+    job: JobOut
+    lease_token: uuid.UUID
+    lease_expires_at: datetime
+
+
+class Ack(BaseModel):
+    lease_token: uuid.UUID
+    result: JsonValue = None
+
+
+class Nack(BaseModel):
+    lease_token: uuid.UUID
+    error: str = Field("failed", max_length=10_000)
+    retry: bool = True
+
+
+class Heartbeat(BaseModel):
+    lease_token: uuid.UUID
+    lease_seconds: float = Field(30, ge=1, le=3600)
+
+
+class HeartbeatReply(BaseModel):
+    lease_expires_at: datetime
+    cancel_requested: bool
+
+
+@router.post(
+    "/queues/{queue}/lease",
+    responses={204: {"description": "Nothing to lease within wait_seconds"}},
+)
+async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, _: Worker) -> Any:
+    """Take the next job of `queue` (highest priority first), waiting up to wait_seconds."""
+    client = ctx.aredis.client
+    if queue in await aio.paused_queues(client, ctx.keys.paused):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    lists = ready_lists(ctx.keys, [queue])
+    deadline = time.monotonic() + body.wait_seconds
+    while True:
+        popped = await aio.pop(client, lists, deadline - time.monotonic())
+        if popped is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        granted = await run_in_threadpool(
+            leasing.claim_popped, ctx, popped[1], body.worker_id, body.lease_seconds
+        )
+        if granted is not None:
+            return Leased(
+                job=granted.job,
+                lease_token=granted.lease_token,
+                lease_expires_at=granted.lease_expires_at,
+            )
+        if time.monotonic() >= deadline:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/jobs/{job_id}/ack",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: PROBLEM, 409: PROBLEM},
+)
+def ack(job_id: uuid.UUID, body: Ack, ctx: ContextDep, _: WorkerWrite) -> Response:
+    """The job succeeded with `result`; 409 when the lease is no longer yours."""
+    leasing.ack(ctx, job_id, body.lease_token, body.result)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/jobs/{job_id}/nack", responses={404: PROBLEM, 409: PROBLEM})
+def nack(job_id: uuid.UUID, body: Nack, ctx: ContextDep, _: WorkerWrite) -> dict[str, str]:
+    """The attempt failed: retried with backoff while retries remain (unless retry is
+    false), else the job goes to the dead-letter queue."""
+    return {"status": leasing.nack(ctx, job_id, body.lease_token, body.error, body.retry)}
+
+
+@router.post("/jobs/{job_id}/heartbeat", responses={404: PROBLEM, 409: PROBLEM})
+def heartbeat(
+    job_id: uuid.UUID, body: Heartbeat, ctx: ContextDep, _: WorkerWrite
+) -> HeartbeatReply:
+    """Extend the lease; `cancel_requested` tells the worker to stop."""
+    extended = leasing.heartbeat(ctx, job_id, body.lease_token, body.lease_seconds)
+    return HeartbeatReply(
+        lease_expires_at=extended.lease_expires_at, cancel_requested=extended.cancel_requested
+    )

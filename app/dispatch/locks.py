@@ -1,0 +1,26 @@
+"""A Redis lock with a TTL, so one runner at a time performs each periodic duty across hosts.
+
+SET NX PX takes it; a Lua compare-and-delete releases it only for its holder, so a runner whose
+lock expired mid-run cannot release the next holder's lock.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from app.dispatch.keys import Keys
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def acquire(client: redis.Redis, keys: Keys, duty: str, holder: str, ttl_seconds: float) -> bool:
+    return bool(client.set(keys.lock(duty), holder, nx=True, px=int(ttl_seconds * 1000)))
+
+
+def release(client: redis.Redis, keys: Keys, duty: str, holder: str) -> bool:
+    return bool(client.eval(_RELEASE, 1, keys.lock(duty), holder))

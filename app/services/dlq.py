@@ -1,0 +1,67 @@
+"""The dead-letter queue: failed jobs, kept with every attempt's error, until replayed."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from app.domain.errors import InvalidTransition, JobNotFound
+from app.domain.schemas import JobOut
+from app.domain.states import JobStatus
+from app.logging import bind
+from app.services.auth import Principal
+from app.services.context import Context
+from app.services.jobs import announce_after_commit
+from app.store import jobs as job_store
+from app.store.jobs import JobFilter
+
+log = logging.getLogger(__name__)
+
+FAILED = frozenset({JobStatus.FAILED})
+
+
+def _dead_lettered(ctx: Context, principal: Principal, job_id: uuid.UUID) -> InvalidTransition:
+    with ctx.db.transaction() as session:
+        job = job_store.get_job(session, job_id, principal.tenant_filter)
+    if job is None:
+        raise JobNotFound()
+    return InvalidTransition(
+        f"job is {job.status}, not in the dead-letter queue", job_status=job.status
+    )
+
+
+def replay(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
+    """failed -> queued with a fresh retry budget; its attempt history stays."""
+    with ctx.db.transaction() as session:
+        job = job_store.requeue(session, job_id, principal.tenant_filter, FAILED)
+    if job is None:
+        raise _dead_lettered(ctx, principal, job_id)
+    announce_after_commit(ctx, [job])
+    bind(tenant=principal.tenant, job_id=str(job_id))
+    log.info("job replayed", extra={"action": "job_replayed"})
+    return JobOut.model_validate(job)
+
+
+def replay_many(
+    ctx: Context,
+    principal: Principal,
+    queue: str | None,
+    task: str | None,
+    job_ids: list[uuid.UUID] | None,
+    limit: int,
+) -> list[JobOut]:
+    where = JobFilter(
+        tenant=principal.tenant_filter, status=JobStatus.FAILED, queue=queue, task=task
+    )
+    with ctx.db.transaction() as session:
+        jobs = list(job_store.requeue_many(session, where, job_ids, limit))
+    announce_after_commit(ctx, jobs)
+    log.info("jobs replayed", extra={"action": "jobs_replayed", "count": len(jobs)})
+    return [JobOut.model_validate(job) for job in jobs]
+
+
+def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
+    with ctx.db.transaction() as session:
+        deleted = job_store.delete_job(session, job_id, principal.tenant_filter, FAILED)
+    if not deleted:
+        raise _dead_lettered(ctx, principal, job_id)

@@ -1,0 +1,259 @@
+"""The periodic duties that keep the invariants true: promoter, recovery, reconciler,
+retention. Each is `run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs
+it under a Redis lock so one runner at a time does each duty across every host."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+import redis
+from sqlalchemy.exc import DBAPIError
+
+from app.dispatch import delayed, fleet, locks, reconcile
+from app.dispatch.keys import PRIORITIES
+from app.logging import log_context
+from app.services import execution
+from app.services.context import Context
+from app.store import claims
+from app.store import jobs as job_store
+from app.store import maintenance as store
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+REBUILD_BATCH = 5000
+HEAD_SAMPLE = 10
+# A promoted or requeued job is pushed moments after its run_at; this much slack keeps the
+# sweep from mistaking that moment for a lost id.
+SWEEP_SLACK = timedelta(seconds=5)
+
+
+class Duty(Protocol):
+    name: str
+    interval: float
+
+    def run_once(self, now: float) -> int:
+        """Do one round; return how many jobs it touched."""
+        ...
+
+
+@dataclass
+class Promoter:
+    """Due scheduled jobs: scheduled -> queued in Postgres first, then the atomic move of
+    their ids from the delayed set to their ready lists."""
+
+    ctx: Context
+    name: str = "promoter"
+    interval: float = 0.25
+
+    def run_once(self, now: float) -> int:
+        with self.ctx.db.transaction() as session:
+            due = store.promote_due(session, BATCH)
+        keys = self.ctx.keys
+        moved = delayed.move_to_ready(
+            self.ctx.redis.client, keys, [(str(j.id), keys.ready(j.queue, j.priority)) for j in due]
+        )
+        self._forget_stale(now)
+        return moved
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop ids of the delayed set that are due but no longer scheduled (cancelled,
+        deleted), so the set holds only live work."""
+        client = self.ctx.redis.client
+        due = delayed.due_ids(client, self.ctx.keys, now, BATCH)
+        if not due:
+            return
+        with self.ctx.db.transaction() as session:
+            stale = store.stale_scheduled(session, [uuid.UUID(i) for i in due])
+        delayed.forget(client, self.ctx.keys, [str(i) for i in stale])
+
+
+@dataclass
+class Recovery:
+    """Running jobs whose worker is gone go through the retry policy as lost attempts:
+    those whose lease expired, and native-fleet jobs whose worker's heartbeat key vanished
+    and whose lease has not been renewed for two heartbeat intervals."""
+
+    ctx: Context
+    name: str = "recovery"
+    interval: float = 1.0
+
+    def run_once(self, now: float) -> int:
+        settings = self.ctx.settings
+        with self.ctx.db.transaction() as session:
+            expired = claims.expired_leases(session, BATCH)
+            quiet = claims.unrenewed_leases(
+                session,
+                silent_seconds=2 * settings.heartbeat_interval_seconds,
+                lease_seconds=execution.lease_seconds(self.ctx),
+                limit=BATCH,
+            )
+        recovered = sum(1 for held in expired if execution.recover(self.ctx, held, "lease expired"))
+        expired_ids = {held.lease.id for held in expired}
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        for held, worker_id in quiet:
+            if held.lease.id in expired_ids or fleet.heartbeat_alive(client, keys, worker_id):
+                continue
+            if execution.recover(self.ctx, held, f"heartbeat of {worker_id} gone"):
+                recovered += 1
+        return recovered
+
+
+@dataclass
+class Reconciler:
+    """Rebuilds Redis from Postgres when Redis lost its data (no epoch key), and sweeps for
+    queued jobs whose ids are missing from Redis (an API that died between commit and push, a
+    worker that died between pop and claim)."""
+
+    ctx: Context
+    name: str = "reconciler"
+    interval: float = 1.0
+    last_sweep: float = 0.0
+
+    def run_once(self, now: float) -> int:
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        if not reconcile.epoch_present(client, keys):
+            return self.rebuild()
+        if now - self.last_sweep >= self.ctx.settings.sweep_after_seconds / 3:
+            self.last_sweep = now
+            return self.sweep()
+        return 0
+
+    def rebuild(self) -> int:
+        """Push every queued id in dispatch order and re-add every scheduled one. Ids still in
+        Redis get a duplicate, which the claim makes harmless."""
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        pushed = 0
+        with self.ctx.db.transaction() as session:
+            for batch in store.iter_queued(session, REBUILD_BATCH):
+                reconcile.push_back_many(
+                    client, [(keys.ready(j.queue, j.priority), str(j.id)) for j in batch]
+                )
+                pushed += len(batch)
+            for scheduled in store.iter_scheduled(session, REBUILD_BATCH):
+                delayed.schedule(client, keys, [(str(i), at) for i, at in scheduled])
+                pushed += len(scheduled)
+        reconcile.write_epoch(client, keys, str(uuid.uuid4()))
+        log.warning(
+            "redis rebuilt from postgres", extra={"action": "redis_rebuilt", "count": pushed}
+        )
+        return pushed
+
+    def sweep(self) -> int:
+        """For each ready list: a queued job that became ready before the oldest id at the
+        list's head cannot be in the list (lists are FIFO), so its id was lost. Cost: a few
+        ids and one index probe per list, whatever the depth of the queue."""
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        pushed = 0
+        with self.ctx.db.transaction() as session:
+            now = job_store.database_now(session)
+            cutoff = now - timedelta(seconds=self.ctx.settings.sweep_after_seconds)
+            for queue in store.queues_with_queued_jobs(session):
+                for priority in PRIORITIES:
+                    list_key = keys.ready(queue, priority)
+                    head = [uuid.UUID(i) for i in reconcile.head(client, list_key, HEAD_SAMPLE)]
+                    oldest = store.oldest_queued_run_at(session, head)
+                    before = min(cutoff, oldest - SWEEP_SLACK) if oldest else cutoff
+                    lost = store.queued_before(session, queue, priority, before, BATCH)
+                    if lost:
+                        reconcile.push_front(client, list_key, [str(i) for i in lost])
+                        pushed += len(lost)
+        if pushed:
+            log.warning(
+                "queued jobs missing from redis pushed again",
+                extra={"action": "jobs_reswept", "count": pushed},
+            )
+        return pushed
+
+
+@dataclass
+class Retention:
+    """Deletes completed and cancelled jobs after RETENTION_SECONDS, failed ones (the
+    dead-letter queue) after DLQ_RETENTION_SECONDS, in bounded batches."""
+
+    ctx: Context
+    name: str = "retention"
+    interval: float = 60.0
+
+    def run_once(self, now: float) -> int:
+        settings = self.ctx.settings
+        with self.ctx.db.transaction() as session:
+            deleted = store.delete_finished(
+                session, ["completed", "cancelled"], settings.retention_seconds, BATCH
+            )
+            deleted += store.delete_finished(
+                session, ["failed"], settings.dlq_retention_seconds, BATCH
+            )
+        return deleted
+
+
+def all_duties(ctx: Context) -> list[Duty]:
+    settings = ctx.settings
+    return [
+        Promoter(ctx, interval=settings.promote_interval_seconds),
+        Recovery(ctx, interval=settings.recovery_interval_seconds),
+        Reconciler(ctx, interval=settings.reconcile_interval_seconds),
+        Retention(ctx, interval=settings.retention_interval_seconds),
+    ]
+
+
+class DutyRunner:
+    """Runs one duty every `interval` seconds in a thread, holding the duty's Redis lock for
+    the length of each round. Errors are logged and the loop goes on."""
+
+    def __init__(self, ctx: Context, duty: Duty, holder: str, stop: threading.Event) -> None:
+        self.ctx = ctx
+        self.duty = duty
+        self.holder = holder
+        self.stop = stop
+        # Long enough for a big rebuild; released at once when the round ends.
+        self.lock_ttl = max(30.0, duty.interval * 4)
+        self.thread = threading.Thread(target=self.loop, name=f"duty-{duty.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def loop(self) -> None:
+        with log_context(worker_id=self.holder):
+            while not self.stop.wait(self.duty.interval):
+                self.run_round()
+
+    def run_round(self, clock: Callable[[], float] = time.time) -> int | None:
+        """One round if this runner gets the lock; None when another runner holds it."""
+        client, keys, name = self.ctx.redis.client, self.ctx.keys, self.duty.name
+        try:
+            if not locks.acquire(client, keys, name, self.holder, self.lock_ttl):
+                return None
+        except redis.RedisError as exc:
+            log.warning("duty lock unavailable", extra={"duty": name, "error": str(exc)})
+            return None
+        log.debug("duty started", extra={"action": "duty_started", "duty": name})
+        try:
+            return self.duty.run_once(clock())
+        except (redis.RedisError, DBAPIError) as exc:
+            log.warning(
+                "duty failed", extra={"action": "duty_failed", "duty": name, "error": str(exc)}
+            )
+            return None
+        except Exception:
+            log.exception("duty crashed", extra={"action": "duty_failed", "duty": name})
+            return None
+        finally:
+            log.debug("duty finished", extra={"action": "duty_finished", "duty": name})
+            with contextlib.suppress(redis.RedisError):  # else the lock expires by itself
+                locks.release(client, keys, name, self.holder)
+
+
+def start_duties(ctx: Context, holder: str, stop: threading.Event) -> list[DutyRunner]:
+    runners = [DutyRunner(ctx, duty, holder, stop) for duty in all_duties(ctx)]
+    for runner in runners:
+        runner.start()
+    return runners

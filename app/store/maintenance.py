@@ -1,0 +1,146 @@
+"""Queries of the periodic duties: promotion of due jobs, the reconciler's rebuild and sweep,
+and retention. Each reads a bounded batch through an index."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class Ready:
+    id: uuid.UUID
+    queue: str
+    priority: int
+
+
+def promote_due(session: Session, limit: int) -> list[Ready]:
+    """scheduled -> queued for jobs whose run_at has come, oldest first. SKIP LOCKED lets a
+    second promoter (should the lock ever be lost) take other rows instead of waiting."""
+    rows = session.execute(
+        text(
+            """
+            UPDATE jobs SET status = 'queued', updated_at = now()
+             WHERE id IN (SELECT id FROM jobs
+                           WHERE status = 'scheduled' AND run_at <= now()
+                           ORDER BY run_at LIMIT :limit
+                           FOR UPDATE SKIP LOCKED)
+               AND status = 'scheduled'
+            RETURNING id, queue, priority, run_at
+            """
+        ),
+        {"limit": limit},
+    ).all()
+    return [Ready(r.id, r.queue, r.priority) for r in sorted(rows, key=lambda r: r.run_at)]
+
+
+def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Of these ids from the delayed set, those no longer scheduled (cancelled, deleted, run)."""
+    if not job_ids:
+        return []
+    live = set(
+        session.scalars(
+            text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status = 'scheduled'"),
+            {"ids": job_ids},
+        ).all()
+    )
+    return [job_id for job_id in job_ids if job_id not in live]
+
+
+def queues_with_queued_jobs(session: Session) -> list[str]:
+    """Distinct queues holding queued jobs, by a loose index scan: one index probe per queue,
+    not one row per job, so it stays cheap with millions of queued jobs."""
+    return list(
+        session.scalars(
+            text(
+                """
+                WITH RECURSIVE q AS (
+                    (SELECT queue FROM jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.queue FROM jobs j
+                             WHERE j.status = 'queued' AND j.queue > q.queue
+                             ORDER BY j.queue LIMIT 1)
+                      FROM q WHERE q.queue IS NOT NULL
+                )
+                SELECT queue FROM q WHERE queue IS NOT NULL
+                """
+            )
+        ).all()
+    )
+
+
+def oldest_queued_run_at(session: Session, job_ids: list[uuid.UUID]) -> datetime | None:
+    if not job_ids:
+        return None
+    oldest: datetime | None = session.scalar(
+        text("SELECT min(run_at) FROM jobs WHERE id = ANY(:ids) AND status = 'queued'"),
+        {"ids": job_ids},
+    )
+    return oldest
+
+
+def queued_before(
+    session: Session, queue: str, priority: int, before: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Queued jobs of one list that became ready before `before`, oldest first."""
+    return list(
+        session.scalars(
+            text(
+                """
+                SELECT id FROM jobs
+                 WHERE status = 'queued' AND queue = :queue AND priority = :priority
+                   AND run_at < :before
+                 ORDER BY run_at LIMIT :limit
+                """
+            ),
+            {"queue": queue, "priority": priority, "before": before, "limit": limit},
+        ).all()
+    )
+
+
+def iter_queued(session: Session, batch: int) -> Iterator[list[Ready]]:
+    """Every queued job in dispatch order (queue, priority high to low, FIFO), in batches,
+    streamed through a server-side cursor."""
+    result = session.execute(
+        text(
+            "SELECT id, queue, priority FROM jobs WHERE status = 'queued' "
+            "ORDER BY queue, priority DESC, run_at"
+        ).execution_options(yield_per=batch)
+    )
+    for rows in result.partitions(batch):
+        yield [Ready(r.id, r.queue, r.priority) for r in rows]
+
+
+def iter_scheduled(session: Session, batch: int) -> Iterator[list[tuple[uuid.UUID, datetime]]]:
+    result = session.execute(
+        text("SELECT id, run_at FROM jobs WHERE status = 'scheduled'").execution_options(
+            yield_per=batch
+        )
+    )
+    for rows in result.partitions(batch):
+        yield [(r.id, r.run_at) for r in rows]
+
+
+def delete_finished(
+    session: Session, statuses: list[str], older_than_seconds: float, limit: int
+) -> int:
+    """Delete up to `limit` finished jobs (and, by cascade, their attempts) older than that."""
+    result = session.execute(
+        text(
+            """
+            DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE status = ANY(:statuses)
+                   AND finished_at < now() - make_interval(secs => :age)
+                 ORDER BY finished_at LIMIT :limit)
+            RETURNING id
+            """
+        ),
+        {"statuses": statuses, "age": older_than_seconds, "limit": limit},
+    )
+    return len(result.all())
