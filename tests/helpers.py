@@ -100,13 +100,12 @@ class LiveFleet:
         import uuid
 
         self.host = host or f"test-{uuid.uuid4().hex[:8]}"
+        fast = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}
         env = settings_env(
             settings,
             FLEET_HOST=self.host,
             TASK_MODULES="tests.fleet_tasks",
-            HEARTBEAT_INTERVAL_SECONDS="0.5",
-            HEARTBEAT_TTL_SECONDS="5",
-            **overrides,
+            **{**fast, **overrides},
         )
         self.process = subprocess.Popen(
             [

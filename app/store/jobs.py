@@ -208,10 +208,14 @@ def requeue_many(
     chosen = _filtered(select(Job.id), where)
     if job_ids is not None:
         chosen = chosen.where(Job.id.in_(job_ids))
-    chosen = chosen.order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True)
+    # A CTE, not a subquery: Postgres may run a LIMITed subquery of an UPDATE more than once,
+    # and a CTE with FOR UPDATE runs exactly once.
+    chosen_cte = (
+        chosen.order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True).cte()
+    )
     return session.scalars(
         update(Job)
-        .where(Job.id.in_(chosen.scalar_subquery()), Job.status == where.status.value)
+        .where(Job.id.in_(select(chosen_cte.c.id)), Job.status == where.status.value)
         .values(updated_at=func.now(), run_at=func.now(), **_REQUEUE_VALUES)
         .returning(Job)
     ).all()

@@ -25,12 +25,14 @@ def promote_due(session: Session, limit: int) -> list[Ready]:
     rows = session.execute(
         text(
             """
+            WITH due AS (
+                SELECT id FROM jobs
+                 WHERE status = 'scheduled' AND run_at <= now()
+                 ORDER BY run_at LIMIT :limit
+                   FOR UPDATE SKIP LOCKED
+            )
             UPDATE jobs SET status = 'queued', updated_at = now()
-             WHERE id IN (SELECT id FROM jobs
-                           WHERE status = 'scheduled' AND run_at <= now()
-                           ORDER BY run_at LIMIT :limit
-                           FOR UPDATE SKIP LOCKED)
-               AND status = 'scheduled'
+             WHERE id IN (SELECT id FROM due) AND status = 'scheduled'
             RETURNING id, queue, priority, run_at
             """
         ),
@@ -133,11 +135,13 @@ def delete_finished(
     result = session.execute(
         text(
             """
-            DELETE FROM jobs WHERE id IN (
+            WITH old AS (
                 SELECT id FROM jobs
                  WHERE status = ANY(:statuses)
                    AND finished_at < now() - make_interval(secs => :age)
-                 ORDER BY finished_at LIMIT :limit)
+                 ORDER BY finished_at LIMIT :limit
+            )
+            DELETE FROM jobs WHERE id IN (SELECT id FROM old)
             RETURNING id
             """
         ),
