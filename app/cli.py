@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from app.domain.errors import JobfleetError
 from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
@@ -19,6 +21,10 @@ log = logging.getLogger("app.cli")
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
+    from app.metrics import prepare_multiprocess_dir
+
+    # Before uvicorn imports the app: every API worker process counts into this directory.
+    prepare_multiprocess_dir(settings.metrics_dir, "api")
     import uvicorn
 
     uvicorn.run(
@@ -156,6 +162,10 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from app.metrics import prepare_multiprocess_dir
+
+    # Before any metric exists: the manager and its children count into this directory.
+    prepare_multiprocess_dir(settings.metrics_dir, "worker")
     from app.workers.manager import WorkerManager
     from app.workers.process import default_host
 
@@ -250,4 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](settings, args)
     except JobfleetError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        where = settings.database_url.rsplit("@", 1)[-1]
+        print(f"error: cannot use Postgres at {where}: {exc.orig}".strip(), file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import dlq, fleet, health, jobs, lease, problems
+from app.api import dlq, fleet, health, jobs, lease, observability, problems
 from app.api.middleware import BodySizeLimit, RequestContext
 from app.dispatch.ratelimit import RateLimits
 from app.logging import configure_logging
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limits = RateLimits(settings, context.keys)
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(observability.router)
     app.include_router(jobs.router)
     app.include_router(dlq.router)
     app.include_router(fleet.router)

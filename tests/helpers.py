@@ -100,7 +100,11 @@ class LiveFleet:
         import uuid
 
         self.host = host or f"test-{uuid.uuid4().hex[:8]}"
-        fast = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}
+        fast = {
+            "HEARTBEAT_INTERVAL_SECONDS": "0.5",
+            "HEARTBEAT_TTL_SECONDS": "5",
+            "FLEET_METRICS_PORT": "0",
+        }
         env = settings_env(
             settings,
             FLEET_HOST=self.host,

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ import redis
 from sqlalchemy import text
 
 from app.devstack import PrivatePostgres, PrivateRedis
+from app.dispatch import reconcile
 from app.services import auth
 from app.services.context import Context
+from app.services.maintenance import Reconciler
 from app.settings import Settings
 from app.store.admin import migrate
 from tests.fleet_support import job_row, statuses, submit, workers_of
@@ -190,6 +193,15 @@ class BlackHole:
 # --- jobs and the exactly-once check ------------------------------------------------------------
 
 
+def prime(ctx: Context) -> None:
+    """What a fleet's reconciler does first on a fresh Redis: write the epoch key (a rebuild of
+    nothing). Done before jobs are submitted, so that a fleet started later does not rebuild
+    (and push every queued id a second time) and the backlog it finds is the submitter's."""
+    assert reconcile.epoch_present(ctx.redis.client, ctx.keys) is False
+    Reconciler(ctx).run_once(time.time())
+    assert reconcile.epoch_present(ctx.redis.client, ctx.keys)
+
+
 def submit_many(ctx: Context, count: int, seconds: float, **payload: Any) -> list[str]:
     return [submit(ctx, payload={"seconds": seconds, **payload}) for _ in range(count)]
 
@@ -279,8 +291,9 @@ def test_sigkilled_busy_children_lose_no_job_and_run_none_twice(
     ctx: Context, procs: Processes
 ) -> None:
     settings = fast(ctx.settings)
-    fleet = procs.fleet(settings, ctx, processes=3, threads=2)
+    prime(ctx)
     ids = submit_many(ctx, JOBS, seconds=0.05)
+    fleet = procs.fleet(settings, ctx, processes=3, threads=2)
     killed: dict[str, int] = {}
 
     def busy_victim() -> dict[str, Any] | bool:
@@ -339,10 +352,11 @@ def _redis_loss_run(
     settings = fast(ctx.settings, redis_url=private_redis.url)
     dispatch = Context(settings)
     try:
+        prime(dispatch)
+        ids = submit_many(dispatch, JOBS, seconds=0.01)
         fleet = procs.fleet(
             settings, dispatch, processes=2, threads=2, COUNTER_REDIS_URL=ctx.settings.redis_url
         )
-        ids = submit_many(dispatch, JOBS, seconds=0.01)
         wait_until(lambda: completed(ctx) >= 150, timeout=RUN_TIMEOUT)
         ready = dispatch.keys.ready("default", 0)
         waiting = dispatch.redis.client.llen(ready)
@@ -408,8 +422,9 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
     try:
         _, key = auth.create_key(pg, "acme", [auth.Scope.PRODUCER])
         api = procs.api(settings)
+        prime(pg)
+        ids = submit_many(pg, JOBS, seconds=0.01)
         fleet = procs.fleet(settings, pg, processes=2, threads=2)
-        ids = submit_many(pg, JOBS, seconds=0.02)
         wait_until(lambda: completed(pg) >= 150, timeout=RUN_TIMEOUT)
         assert completed(pg) < JOBS
 
@@ -432,6 +447,12 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
                 interval=0.1,
             )
             assert unavailable(http.post("/jobs", json={"task": "count"}))
+            # Keep Postgres away until the job loops have popped ids they could not claim
+            # (ids gone from Redis, jobs still queued in Postgres: the sweep's business) and
+            # the leases of the jobs they were finishing have run out (recovery's business).
+            ready = pg.keys.ready("default", 0)
+            waiting = pg.redis.client.llen(ready)
+            wait_until(lambda: pg.redis.client.llen(ready) <= waiting - 4, timeout=30)
 
             private_postgres.start()
             wait_until(
@@ -458,6 +479,7 @@ def test_api_killed_between_commit_and_push_strands_nothing(
     ctx: Context, procs: Processes, make_key: Callable[..., str]
 ) -> None:
     settings = fast(ctx.settings)
+    prime(ctx)
     normal = submit_many(ctx, JOBS, seconds=0.005)
 
     hole = BlackHole()
@@ -529,6 +551,7 @@ def test_http_workers_that_vanish_or_ack_late_change_nothing(
 ) -> None:
     settings = fast(ctx.settings)
     api = procs.api(settings)
+    prime(ctx)
     ids = submit_many(ctx, JOBS, seconds=0.005)
     headers = {"Authorization": f"Bearer {make_key('acme', 'worker')}"}
     with httpx.Client(base_url=api.url, headers=headers, timeout=15) as http:

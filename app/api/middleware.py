@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.logging import log_context
+from app.metrics import metrics
 
 log = logging.getLogger("app.access")
 
@@ -55,13 +56,20 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
+                elapsed = time.perf_counter() - started
+                # The route template (/jobs/{job_id}), never the raw path: bounded labels.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                observed = metrics()
+                observed.http_requests.labels(scope["method"], route, str(status)).inc()
+                observed.http_latency.labels(scope["method"], route).observe(elapsed)
                 log.info(
                     "request",
                     extra={
                         "method": scope["method"],
                         "path": scope["path"],
+                        "route": route,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
 

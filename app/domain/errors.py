@@ -14,7 +14,8 @@ class JobfleetError(Exception):
     title: ClassVar[str] = "Internal error"
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
-        self.detail = detail or (self.__doc__ or self.title).strip()
+        # Docstrings wrap over lines; a detail is one line of text.
+        self.detail = detail or " ".join((self.__doc__ or self.title).split())
         self.extra = extra
         super().__init__(self.detail)
 

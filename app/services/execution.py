@@ -17,6 +17,7 @@ import orjson
 from app.dispatch.push import Announcement, announce
 from app.domain.policy import DeadLetter, decide
 from app.domain.states import AttemptOutcome, JobStatus
+from app.metrics import metrics
 from app.services.context import Context
 from app.store import claims
 from app.store.claims import Claimed, Finished, Lease
@@ -42,7 +43,13 @@ def claim(
         claimed = claims.claim(
             session, [uuid.UUID(j) for j in job_ids], worker_id, lease or lease_seconds(ctx)
         )
+    observed = metrics()
+    if len(claimed) < len(job_ids):
+        observed.claims_skipped.inc(len(job_ids) - len(claimed))
     for job in claimed:
+        observed.job_wait.labels(job.queue, job.task).observe(
+            max(0.0, (job.started_at - job.run_at).total_seconds())
+        )
         log.info(
             "job claimed",
             extra={
@@ -68,6 +75,8 @@ def complete(ctx: Context, lease: Lease, result_json: str) -> bool:
         done = claims.finish(
             session, lease, JobStatus.COMPLETED, AttemptOutcome.COMPLETED, result_json=result_json
         )
+    if done is not None:
+        _count_finish(done, AttemptOutcome.COMPLETED)
     _log_finish(lease, done, error=None)
     return done is not None
 
@@ -98,8 +107,10 @@ def fail(
                 error=error,
                 delay_seconds=decision.delay_seconds,
             )
-    if done is not None and done.status is JobStatus.SCHEDULED:
-        announce_scheduled(ctx, done)
+    if done is not None:
+        _count_finish(done, outcome)
+        if done.status is JobStatus.SCHEDULED:
+            announce_scheduled(ctx, done)
     _log_finish(lease, done, error=error, outcome=outcome.value)
     return done
 
@@ -118,6 +129,22 @@ _ACTIONS = {
     JobStatus.FAILED: "job_dead_lettered",
     JobStatus.CANCELLED: "job_cancelled",
 }
+
+
+def _count_finish(done: Finished, outcome: AttemptOutcome) -> None:
+    observed = metrics()
+    labels = (done.queue, done.task)
+    observed.job_duration.labels(*labels).observe(done.duration_seconds)
+    if outcome is not AttemptOutcome.COMPLETED:
+        observed.jobs_failed.labels(*labels).inc()
+    if done.status is JobStatus.COMPLETED:
+        observed.jobs_completed.labels(*labels).inc()
+    elif done.status is JobStatus.SCHEDULED:
+        observed.jobs_retried.labels(*labels).inc()
+    elif done.status is JobStatus.FAILED:
+        observed.jobs_dead_lettered.labels(*labels).inc()
+    else:
+        observed.jobs_cancelled.labels(done.queue).inc()
 
 
 def _log_finish(lease: Lease, done: Finished | None, **extra: Any) -> None:
@@ -157,6 +184,7 @@ def recover(ctx: Context, held: claims.Held, why: str) -> Finished | None:
         outcome, error = AttemptOutcome.LOST, f"worker lost: {why}"
     done = fail(ctx, held.lease, error, outcome)
     if done is not None:
+        metrics().jobs_recovered.labels(done.queue).inc()
         log.warning(
             "job recovered",
             extra={"action": "job_recovered", "job_id": str(held.lease.id), "reason": why},

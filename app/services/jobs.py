@@ -14,6 +14,7 @@ from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFoun
 from app.domain.schemas import AttemptOut, JobCreate, JobDetail, JobOut, JobPage
 from app.domain.states import CANCELLABLE, DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
+from app.metrics import metrics
 from app.services.auth import Principal
 from app.services.context import Context
 from app.store import jobs as job_store
@@ -43,7 +44,12 @@ def announce_after_commit(ctx: Context, jobs: list[Job]) -> None:
     except redis.RedisError as exc:
         log.warning(
             "job push failed; the reconciler will push it",
-            extra={"action": "job_push_failed", "error": str(exc), "count": len(jobs)},
+            extra={
+                "action": "job_push_failed",
+                "error": str(exc),
+                "count": len(jobs),
+                "job_ids": [str(job.id) for job in jobs[:20]],
+            },
         )
 
 
@@ -91,6 +97,7 @@ def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
     assert job is not None
     announce_after_commit(ctx, [job])
     bind(tenant=principal.tenant, job_id=str(job.id), queue=job.queue, task=job.task)
+    metrics().jobs_created.labels(job.queue, job.task).inc()
     log.info("job created", extra={"action": "job_created", "status": job.status})
     return Submitted(JobOut.model_validate(job), created=True)
 
@@ -162,6 +169,7 @@ def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
         raise _refuse(ctx, principal, job_id, "cancel")
     # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
     bind(tenant=principal.tenant, job_id=str(job_id))
+    metrics().jobs_cancelled.labels(job.queue).inc()
     log.info("job cancelled", extra={"action": "job_cancelled"})
     return Cancelled(JobOut.model_validate(job), immediate=True)
 

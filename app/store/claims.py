@@ -34,6 +34,7 @@ class Claimed:
     lease_token: uuid.UUID
     lease_expires_at: datetime
     created_at: datetime
+    run_at: datetime
     started_at: datetime
 
     @property
@@ -53,7 +54,7 @@ _CLAIM = text(
            updated_at = now()
      WHERE id = ANY(:ids) AND status = 'queued'
     RETURNING id, tenant, queue, task, payload, priority, attempts, max_retries,
-              timeout_seconds, lease_token, lease_expires_at, created_at, started_at
+              timeout_seconds, lease_token, lease_expires_at, created_at, run_at, started_at
     """
 )
 
@@ -79,6 +80,7 @@ def claim(
             lease_token=row.lease_token,
             lease_expires_at=row.lease_expires_at,
             created_at=row.created_at,
+            run_at=row.run_at,
             started_at=row.started_at,
         )
         for row in rows
@@ -102,8 +104,10 @@ class Finished:
     id: uuid.UUID
     status: JobStatus
     queue: str
+    task: str
     priority: int
     run_at: datetime
+    duration_seconds: float  # of the attempt that just ended
 
 
 # One statement closes the attempt: the fenced status change and its job_attempts row commit
@@ -124,8 +128,8 @@ _FINISH = text(
                lease_expires_at = NULL,
                updated_at = now()
          WHERE id = :id AND status = 'processing' AND lease_token = :token
-        RETURNING id, attempts, worker_id, started_at, status, queue, priority, run_at,
-                  cancel_requested
+        RETURNING id, attempts, worker_id, started_at, status, queue, task, priority, run_at,
+                  cancel_requested, extract(epoch FROM now() - started_at) AS duration
     ), attempt AS (
         INSERT INTO job_attempts
                (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
@@ -133,7 +137,7 @@ _FINISH = text(
                CASE WHEN cancel_requested THEN 'cancelled' ELSE :outcome END, :error
           FROM finished
     )
-    SELECT id, status, queue, priority, run_at FROM finished
+    SELECT id, status, queue, task, priority, run_at, duration FROM finished
     """
 )
 
@@ -165,7 +169,15 @@ def finish(
     ).first()
     if row is None:
         return None
-    return Finished(row.id, JobStatus(row.status), row.queue, row.priority, row.run_at)
+    return Finished(
+        row.id,
+        JobStatus(row.status),
+        row.queue,
+        row.task,
+        row.priority,
+        row.run_at,
+        float(row.duration),
+    )
 
 
 _EXTEND = text(

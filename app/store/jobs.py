@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.domain.states import JobStatus
+from app.store.maintenance import queues_with_queued_jobs as maintenance_queues
 from app.store.models import Job, JobAttempt
 
 
@@ -261,3 +262,35 @@ def queue_counts(session: Session) -> list[QueueCounts]:
 
 def database_now(session: Session) -> datetime:
     return session.execute(select(func.now())).scalar_one()
+
+
+def cheap_counts(session: Session) -> tuple[dict[str, int], dict[str, int], dict[str, datetime]]:
+    """Per queue: running jobs and dead-lettered jobs, and the ready-since time of its oldest
+    queued job. Every part reads a partial or leading-status index, never the finished jobs'
+    history, so a scrape stays cheap however much history the table holds."""
+    processing = dict(
+        session.execute(
+            select(Job.queue, func.count())
+            .where(Job.status == JobStatus.PROCESSING.value)
+            .group_by(Job.queue)
+        ).tuples()
+    )
+    failed = dict(
+        session.execute(
+            select(Job.queue, func.count())
+            .where(Job.status == JobStatus.FAILED.value)
+            .group_by(Job.queue)
+        ).tuples()
+    )
+    oldest: dict[str, datetime] = {}
+    for queue in maintenance_queues(session):
+        first = session.execute(
+            text(
+                "SELECT min((SELECT run_at FROM jobs WHERE status = 'queued' AND queue = :q "
+                "AND priority = p ORDER BY run_at LIMIT 1)) FROM generate_series(0, 9) AS p"
+            ),
+            {"q": queue},
+        ).scalar()
+        if first is not None:
+            oldest[queue] = first
+    return processing, failed, oldest

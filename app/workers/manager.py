@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.dispatch import fleet
 from app.logging import log_context
+from app.metrics import mark_process_dead
 from app.services import execution
 from app.services.context import Context
 from app.services.maintenance import start_duties
@@ -83,6 +84,7 @@ class WorkerManager:
                 "fleet started",
                 extra={"action": "fleet_started", "host": self.host, "queues": self.queues},
             )
+            self.serve_metrics()
             duties_stop = threading.Event()
             if self.settings.run_duties:
                 start_duties(self.ctx, self.manager_id, duties_stop)
@@ -151,6 +153,8 @@ class WorkerManager:
                 self._note_death(lived)
             self._release(child)
             self._forget(child)
+            if child.process.pid is not None:
+                mark_process_dead(child.process.pid)
 
     def enforce_hard_timeouts(self) -> None:
         """Kill a child whose job is still running past its timeout plus the grace."""
@@ -215,6 +219,21 @@ class WorkerManager:
             )
         except redis.RedisError as exc:
             log.warning("manager heartbeat failed", extra={"error": str(exc)})
+
+    def serve_metrics(self) -> None:
+        """The fleet's job metrics (every child's, merged) on a port of the manager's own."""
+        port = self.settings.fleet_metrics_port
+        if not port:
+            return
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        try:
+            start_http_server(port, addr=self.settings.fleet_metrics_host, registry=registry)
+        except OSError as exc:
+            log.warning("fleet metrics port unavailable", extra={"port": port, "error": str(exc)})
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""Gauges computed at scrape time from Redis and Postgres: queue depth by state, the age of
+the oldest waiting job, and live workers by host and state. Served by the API only, so that
+several scrape targets never double them."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from sqlalchemy.exc import DBAPIError
+
+from app.dispatch import fleet
+from app.services.context import Context
+from app.store import jobs as job_store
+
+log = logging.getLogger(__name__)
+
+
+class FleetGauges:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            yield from self._queues()
+            yield from self._workers()
+        except (redis.RedisError, DBAPIError) as exc:
+            # A scrape during an outage gets the counters without these gauges.
+            log.warning("scrape-time gauges unavailable", extra={"error": str(exc)})
+
+    def _queues(self) -> Iterator[Metric]:
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        with self.ctx.db.transaction() as session:
+            processing, failed, oldest = job_store.cheap_counts(session)
+            now = job_store.database_now(session)
+        paused = fleet.paused_queues(client, keys)
+        queues = sorted(set(processing) | set(failed) | set(oldest) | paused)
+        ready = fleet.queue_lengths(client, keys, queues)
+        scheduled = client.zcard(keys.delayed)
+
+        depth = GaugeMetricFamily(
+            "jobfleet_queue_depth",
+            "Jobs per queue and state: queued (ids ready in Redis), processing, failed (DLQ).",
+            labels=["queue", "state"],
+        )
+        for queue in queues:
+            depth.add_metric([queue, "queued"], ready.get(queue, 0))
+            depth.add_metric([queue, "processing"], processing.get(queue, 0))
+            depth.add_metric([queue, "failed"], failed.get(queue, 0))
+        yield depth
+        yield GaugeMetricFamily(
+            "jobfleet_scheduled_jobs",
+            "Jobs waiting for their run_at (delayed set).",
+            value=scheduled,
+        )
+        age = GaugeMetricFamily(
+            "jobfleet_queue_oldest_age_seconds",
+            "Seconds the oldest runnable queued job of each queue has waited.",
+            labels=["queue"],
+        )
+        for queue in queues:
+            since = oldest.get(queue)
+            age.add_metric([queue], max(0.0, (now - since).total_seconds()) if since else 0.0)
+        yield age
+        paused_gauge = GaugeMetricFamily(
+            "jobfleet_queue_paused", "1 when the queue is paused.", labels=["queue"]
+        )
+        for queue in queues:
+            paused_gauge.add_metric([queue], 1.0 if queue in paused else 0.0)
+        yield paused_gauge
+
+    def _workers(self) -> Iterator[Metric]:
+        beats = fleet.read_heartbeats(self.ctx.redis.client, self.ctx.keys)
+        counts = Counter(
+            (b.get("host", ""), b.get("state", "")) for b in beats if b.get("kind") == "worker"
+        )
+        workers = GaugeMetricFamily(
+            "jobfleet_workers", "Live worker processes by host and state.", labels=["host", "state"]
+        )
+        for (host, state), count in sorted(counts.items()):
+            workers.add_metric([host, state], count)
+        yield workers
