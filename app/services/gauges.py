@@ -24,6 +24,11 @@ class FleetGauges:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def describe(self) -> list[Metric]:
+        # Registering a collector without describe() runs collect() once more to learn its
+        # names; these queries should run once per scrape, not twice.
+        return []
+
     def collect(self) -> Iterator[Metric]:
         try:
             yield from self._queues()

@@ -264,24 +264,19 @@ def database_now(session: Session) -> datetime:
     return session.execute(select(func.now())).scalar_one()
 
 
+def _count_by_queue(session: Session, status: JobStatus) -> dict[str, int]:
+    rows = session.execute(
+        select(Job.queue, func.count()).where(Job.status == status.value).group_by(Job.queue)
+    ).all()
+    return {str(queue): int(count) for queue, count in rows}
+
+
 def cheap_counts(session: Session) -> tuple[dict[str, int], dict[str, int], dict[str, datetime]]:
     """Per queue: running jobs and dead-lettered jobs, and the ready-since time of its oldest
     queued job. Every part reads a partial or leading-status index, never the finished jobs'
     history, so a scrape stays cheap however much history the table holds."""
-    processing = dict(
-        session.execute(
-            select(Job.queue, func.count())
-            .where(Job.status == JobStatus.PROCESSING.value)
-            .group_by(Job.queue)
-        ).tuples()
-    )
-    failed = dict(
-        session.execute(
-            select(Job.queue, func.count())
-            .where(Job.status == JobStatus.FAILED.value)
-            .group_by(Job.queue)
-        ).tuples()
-    )
+    processing = _count_by_queue(session, JobStatus.PROCESSING)
+    failed = _count_by_queue(session, JobStatus.FAILED)
     oldest: dict[str, datetime] = {}
     for queue in maintenance_queues(session):
         first = session.execute(
