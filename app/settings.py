@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_submit: str = "6000/minute"
     rate_limit_read: str = "12000/minute"
+    rate_limit_batch: str = "600/minute"
     rate_limit_write: str = "3000/minute"
     rate_limit_admin: str = "600/minute"
 

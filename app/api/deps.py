@@ -50,6 +50,7 @@ def caller(scope: Scope, action: str) -> Callable[..., Principal]:
 
 
 Submitter = Annotated[Principal, Depends(caller(Scope.PRODUCER, "submit"))]
+BatchSubmitter = Annotated[Principal, Depends(caller(Scope.PRODUCER, "batch"))]
 Reader = Annotated[Principal, Depends(caller(Scope.PRODUCER, "read"))]
 Writer = Annotated[Principal, Depends(caller(Scope.PRODUCER, "write"))]
 Admin = Annotated[Principal, Depends(caller(Scope.ADMIN, "admin"))]

@@ -6,10 +6,21 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel, Field, ValidationError
 
-from app.api.deps import ContextDep, Reader, Submitter, Writer
-from app.domain.errors import InvalidRequest
-from app.domain.schemas import IdempotencyKey, JobCreate, JobDetail, JobOut, JobPage
+from app.api.deps import BatchSubmitter, ContextDep, Reader, Submitter, Writer
+from app.api.problems import invalid_item, problem_body
+from app.domain.errors import InvalidRequest, JobfleetError
+from app.domain.schemas import (
+    MAX_BATCH,
+    BatchItem,
+    BatchReply,
+    IdempotencyKey,
+    JobCreate,
+    JobDetail,
+    JobOut,
+    JobPage,
+)
 from app.domain.states import JobStatus
 from app.services import jobs
 from app.store.jobs import JobFilter
@@ -57,6 +68,35 @@ def submit_job(
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return submitted.job
+
+
+class BatchRequest(BaseModel):
+    jobs: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+@router.post("/batch", responses={413: PROBLEM, 422: PROBLEM, 429: PROBLEM})
+def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter) -> BatchReply:
+    """Submit up to 1000 jobs at once: one result per job, in order, each with the status
+    code a single POST /jobs would have had (201, 200, 409 or 422)."""
+    parsed: list[JobCreate | BatchItem] = []
+    for position, raw in enumerate(body.jobs):
+        try:
+            parsed.append(JobCreate.model_validate(raw))
+        except ValidationError as exc:
+            parsed.append(BatchItem(status=422, problem=invalid_item(position, exc)))
+    valid = [item for item in parsed if isinstance(item, JobCreate)]
+    outcomes = iter(jobs.submit_many(ctx, principal, valid) if valid else [])
+    results = []
+    for item in parsed:
+        if isinstance(item, BatchItem):
+            results.append(item)
+            continue
+        outcome = next(outcomes)
+        if isinstance(outcome, JobfleetError):
+            results.append(BatchItem(status=outcome.status, problem=problem_body(outcome)))
+        else:
+            results.append(BatchItem(status=201 if outcome.created else 200, job=outcome.job))
+    return BatchReply(results=results, created=sum(1 for r in results if r.status == 201))
 
 
 @router.get("")

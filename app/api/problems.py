@@ -10,6 +10,7 @@ import orjson
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -24,6 +25,35 @@ _TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request body too l
 
 def problem_type(code: str) -> str:
     return f"urn:jobfleet:problem:{code}"
+
+
+def problem_body(error: JobfleetError) -> dict[str, Any]:
+    return {
+        "type": problem_type(error.code),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        **error.extra,
+    }
+
+
+def invalid_item(position: int, exc: ValidationError) -> dict[str, Any]:
+    """The problem of one invalid job of a batch; `loc` starts at its place in `jobs`."""
+    errors: list[dict[str, Any]] = [
+        {"loc": ["body", "jobs", position, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return {
+        "type": problem_type("validation-error"),
+        "title": "Invalid request",
+        "status": 422,
+        "detail": "; ".join(
+            ".".join(str(part) for part in e["loc"]) + ": " + str(e["msg"]) for e in errors
+        ),
+        "code": "validation-error",
+        "errors": errors,
+    }
 
 
 def problem_response(

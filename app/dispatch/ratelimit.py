@@ -28,6 +28,7 @@ class RateLimits:
         self._limits: dict[str, RateLimitItem] = {
             "submit": parse(settings.rate_limit_submit),
             "read": parse(settings.rate_limit_read),
+            "batch": parse(settings.rate_limit_batch),
             "write": parse(settings.rate_limit_write),
             "admin": parse(settings.rate_limit_admin),
         }

@@ -98,3 +98,16 @@ class JobPage(BaseModel):
     limit: int
     offset: int
     next_cursor: str | None = None
+
+
+class BatchItem(BaseModel):
+    """The outcome of one job of a batch: its own status code, and the job or a problem."""
+
+    status: int
+    job: JobOut | None = None
+    problem: dict[str, Any] | None = None
+
+
+class BatchReply(BaseModel):
+    results: list[BatchItem]
+    created: int

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -18,7 +20,6 @@ from app.metrics import metrics
 from app.services.auth import Principal
 from app.services.context import Context
 from app.store import jobs as job_store
-from app.store.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,12 @@ class Submitted:
     created: bool  # False: the idempotency key returned an existing job
 
 
-def _announcement(job: Job) -> Announcement:
+def _announcement(job: Any) -> Announcement:
     scheduled = job.status == JobStatus.SCHEDULED
     return Announcement(str(job.id), job.queue, job.priority, job.run_at if scheduled else None)
 
 
-def announce_after_commit(ctx: Context, jobs: list[Job]) -> None:
+def announce_after_commit(ctx: Context, jobs: Sequence[Any]) -> None:
     """Tell Redis about committed jobs. A failure here loses nothing: the job is a committed
     row, and the reconciler pushes queued jobs that Redis does not hold."""
     if not jobs:
@@ -56,6 +57,7 @@ def announce_after_commit(ctx: Context, jobs: list[Job]) -> None:
 def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
     settings = ctx.settings
     return job_store.NewJob(
+        id=uuid.uuid4(),
         tenant=principal.tenant,
         queue=request.queue,
         task=request.task,
@@ -75,31 +77,62 @@ def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_stor
     )
 
 
-def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
-    new = _new_job(ctx, principal, request)
+def _conflict(new: job_store.NewJob, existing: Any) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"idempotency key '{new.idempotency_key}' was used for a different request "
+        f"(job {existing.id})",
+        job_id=str(existing.id),
+    )
+
+
+def submit_many(
+    ctx: Context, principal: Principal, requests: Sequence[JobCreate]
+) -> list[Submitted | IdempotencyConflict]:
+    """Submit jobs in one transaction and one pipelined push; one result per request, in
+    order: the new job, the existing job of a reused key, or the conflict of a key reused
+    for a different request."""
+    news = [_new_job(ctx, principal, request) for request in requests]
     with ctx.db.transaction() as session:
-        job = job_store.insert_job(session, new)
-        if job is None:
-            assert new.idempotency_key is not None  # only a key can make the insert a no-op
-            existing = job_store.get_by_idempotency_key(session, new.tenant, new.idempotency_key)
-            if existing is None:
-                # The job holding the key was deleted between our insert and our read.
-                job = job_store.insert_job(session, new)
-            elif existing.request_fingerprint != new.fingerprint:
-                raise IdempotencyConflict(
-                    f"idempotency key '{new.idempotency_key}' was used for a different request "
-                    f"(job {existing.id})",
-                    job_id=str(existing.id),
-                )
-            else:
-                bind(tenant=principal.tenant, job_id=str(existing.id))
-                return Submitted(JobOut.model_validate(existing), created=False)
-    assert job is not None
-    announce_after_commit(ctx, [job])
-    bind(tenant=principal.tenant, job_id=str(job.id), queue=job.queue, task=job.task)
-    metrics().jobs_created.labels(job.queue, job.task).inc()
-    log.info("job created", extra={"action": "job_created", "status": job.status})
-    return Submitted(JobOut.model_validate(job), created=True)
+        inserted = job_store.insert_jobs(session, news)
+        taken = [n for n in news if n.id not in inserted]
+        existing: dict[str, Any] = {}
+        if taken:
+            keys = [n.idempotency_key for n in taken if n.idempotency_key is not None]
+            existing = job_store.get_by_idempotency_keys(session, principal.tenant, keys)
+            # A job holding a key was deleted between our insert and our read: insert again.
+            orphans = [n for n in taken if n.idempotency_key not in existing]
+            if orphans:
+                inserted.update(job_store.insert_jobs(session, orphans))
+    results: list[Submitted | IdempotencyConflict] = []
+    for new in news:
+        if new.id in inserted:
+            results.append(Submitted(JobOut.model_validate(inserted[new.id]), created=True))
+            continue
+        found = existing[new.idempotency_key or ""]
+        if found.request_fingerprint != new.fingerprint:
+            results.append(_conflict(new, found))
+        else:
+            results.append(Submitted(JobOut.model_validate(found), created=False))
+    created = list(inserted.values())
+    announce_after_commit(ctx, created)
+    observed = metrics()
+    for job in created:
+        observed.jobs_created.labels(job.queue, job.task).inc()
+    if len(results) == 1 and isinstance(results[0], Submitted):
+        only = results[0].job
+        bind(tenant=principal.tenant, job_id=str(only.id), queue=only.queue, task=only.task)
+    log.info(
+        "jobs created",
+        extra={"action": "job_created", "tenant": principal.tenant, "count": len(created)},
+    )
+    return results
+
+
+def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
+    (result,) = submit_many(ctx, principal, [request])
+    if isinstance(result, IdempotencyConflict):
+        raise result
+    return result
 
 
 def get(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobDetail:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import Row, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.domain.states import JobStatus
@@ -20,6 +20,7 @@ from app.store.models import Job, JobAttempt
 
 @dataclass(frozen=True)
 class NewJob:
+    id: uuid.UUID
     tenant: str
     queue: str
     task: str
@@ -41,52 +42,82 @@ class JobFilter:
     task: str | None = None
 
 
-def _run_at_expression(new: NewJob) -> ColumnElement[Any]:
-    if new.run_at is not None:
-        return func.greatest(new.run_at, func.now())
-    if new.delay_seconds:
-        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, new.delay_seconds)
-    return func.now()
+JOB_COLUMNS = (
+    "id, tenant, queue, task, payload, priority, status, idempotency_key, request_fingerprint, "
+    "attempts, max_retries, timeout_seconds, run_at, result, last_error, worker_id, "
+    "lease_token, lease_expires_at, cancel_requested, created_at, updated_at, started_at, "
+    "finished_at"
+)
+
+# One statement for one job or a thousand: the rows travel as arrays, so the statement text
+# (and its plan) never changes with the batch size. run_at is now() unless the job asked for
+# a later time; a job whose run_at is in the future starts scheduled.
+_INSERT = text(
+    f"""
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:queues AS text[]),
+            CAST(:tasks AS text[]), CAST(:payloads AS text[]), CAST(:priorities AS int[]),
+            CAST(:keys AS text[]), CAST(:fingerprints AS text[]), CAST(:retries AS int[]),
+            CAST(:timeouts AS int[]), CAST(:run_ats AS timestamptz[]),
+            CAST(:delays AS float8[]), CAST(:positions AS int[])
+        ) AS i(id, tenant, queue, task, payload, priority, key, fingerprint, retries,
+               timeout, run_at, delay, position)
+    ), timed AS (
+        SELECT *, CASE WHEN run_at IS NOT NULL THEN greatest(run_at, now())
+                       WHEN delay > 0 THEN now() + make_interval(secs => delay)
+                       ELSE now() END AS ready_at
+          FROM input
+    )
+    INSERT INTO jobs (id, tenant, queue, task, payload, priority, status, idempotency_key,
+                      request_fingerprint, max_retries, timeout_seconds, run_at)
+    SELECT id, tenant, queue, task, CAST(payload AS jsonb), priority,
+           CASE WHEN ready_at > now() THEN 'scheduled' ELSE 'queued' END,
+           key, fingerprint, retries, timeout, ready_at
+      FROM timed ORDER BY position
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {JOB_COLUMNS}
+    """
+)
 
 
-def insert_job(session: Session, new: NewJob) -> Job | None:
-    """Insert the job; None when its idempotency key is already taken by another job.
+def insert_jobs(session: Session, jobs: list[NewJob]) -> dict[uuid.UUID, Row[Any]]:
+    """Insert jobs in one statement; returns the inserted rows by the ids given. A job whose
+    idempotency key is taken is absent from the result.
 
     ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit, so the
     caller's follow-up read always finds the winner: there is no check-then-insert window.
     """
-    run_at = _run_at_expression(new)
-    statement = (
-        insert(Job)
-        .values(
-            tenant=new.tenant,
-            queue=new.queue,
-            task=new.task,
-            payload=new.payload,
-            priority=new.priority,
-            idempotency_key=new.idempotency_key,
-            request_fingerprint=new.fingerprint,
-            max_retries=new.max_retries,
-            timeout_seconds=new.timeout_seconds,
-            run_at=run_at,
-            status=case(
-                (run_at > func.now(), JobStatus.SCHEDULED.value),
-                else_=JobStatus.QUEUED.value,
-            ),
-        )
-        .on_conflict_do_nothing(
-            index_elements=["tenant", "idempotency_key"],
-            index_where=Job.idempotency_key.is_not(None),
-        )
-        .returning(Job)
-    )
-    return session.scalars(statement).one_or_none()
+    rows = session.execute(
+        _INSERT,
+        {
+            "ids": [str(j.id) for j in jobs],
+            "tenants": [j.tenant for j in jobs],
+            "queues": [j.queue for j in jobs],
+            "tasks": [j.task for j in jobs],
+            "payloads": [orjson.dumps(j.payload).decode() for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "keys": [j.idempotency_key for j in jobs],
+            "fingerprints": [j.fingerprint for j in jobs],
+            "retries": [j.max_retries for j in jobs],
+            "timeouts": [j.timeout_seconds for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "delays": [j.delay_seconds for j in jobs],
+            "positions": list(range(len(jobs))),
+        },
+    ).all()
+    return {row.id: row for row in rows}
 
 
-def get_by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:
-    return session.scalars(
-        select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
-    ).one_or_none()
+def get_by_idempotency_keys(session: Session, tenant: str, keys: list[str]) -> dict[str, Row[Any]]:
+    rows = session.execute(
+        text(
+            f"SELECT {JOB_COLUMNS} FROM jobs "
+            "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
+        ),
+        {"tenant": tenant, "keys": keys},
+    ).all()
+    return {row.idempotency_key: row for row in rows}
 
 
 def get_job(session: Session, job_id: uuid.UUID, tenant: str | None) -> Job | None:
