@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     worker_queues: str = "default"
     worker_processes: int = Field(2, ge=0)
     worker_threads: int = Field(2, ge=1)
+    worker_prefetch: int = Field(32, ge=1, le=1000)
     task_modules: str = ""
     heartbeat_interval_seconds: float = Field(2.0, gt=0)
     heartbeat_ttl_seconds: int = Field(10, ge=2)

@@ -12,11 +12,6 @@ def ready_lists(keys: Keys, queues: list[str]) -> list[str]:
     return [keys.ready(queue, priority) for priority in PRIORITIES for queue in queues]
 
 
-def push_back(client: redis.Redis, list_key: str, job_id: str) -> None:
-    """Return an id popped during shutdown to the head of its list, where it was."""
-    client.lpush(list_key, job_id)
-
-
 def pop(client: redis.Redis, lists: list[str], timeout: float) -> tuple[str, str] | None:
     """Block until an id is ready in one of `lists` (checked in order) or `timeout` passes;
     returns the list it came from and the id."""
@@ -28,5 +23,18 @@ def pop(client: redis.Redis, lists: list[str], timeout: float) -> tuple[str, str
     return _text(popped[0]), _text(popped[1])
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def take(client: redis.Redis, list_key: str, count: int) -> list[str]:
+    """Up to `count` more ids from the head of one list, without waiting (LPOP with a count,
+    Redis 6.2 or newer)."""
+    taken = client.lpop(list_key, count)
+    return [_text(value) for value in taken] if isinstance(taken, list) else []
+
+
+def push_front(client: redis.Redis, list_key: str, job_ids: list[str]) -> None:
+    """Return ids to the head of their list, in their order."""
+    if job_ids:
+        client.lpush(list_key, *reversed(job_ids))

@@ -23,12 +23,6 @@ def head(client: redis.Redis, list_key: str, count: int) -> list[str]:
     ]
 
 
-def push_front(client: redis.Redis, list_key: str, job_ids: list[str]) -> None:
-    """Put ids at the head, oldest first: they were waiting longer than anything in the list."""
-    if job_ids:
-        client.lpush(list_key, *reversed(job_ids))
-
-
 def push_back_many(client: redis.Redis, pushes: list[tuple[str, str]]) -> None:
     """RPUSH each (list, id) in order, pipelined."""
     pipe = client.pipeline(transaction=False)

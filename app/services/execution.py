@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from app.dispatch.pop import push_front
 from app.dispatch.push import Announcement, announce
 from app.domain.policy import DeadLetter, decide
 from app.domain.states import AttemptOutcome, JobStatus
@@ -79,6 +80,27 @@ def complete(ctx: Context, lease: Lease, result_json: str) -> bool:
         _count_finish(done, AttemptOutcome.COMPLETED)
     _log_finish(lease, done, error=None)
     return done is not None
+
+
+def complete_many(ctx: Context, done: list[tuple[Lease, str]]) -> int:
+    """Record a group of successes in one transaction; returns how many were still held."""
+    if not done:
+        return 0
+    with ctx.db.transaction() as session:
+        finished = claims.complete_many(session, done)
+    for item in finished:
+        _count_finish(item, AttemptOutcome.COMPLETED)
+    if len(finished) < len(done):
+        held = {f.id for f in finished}
+        for lease, _ in done:
+            if lease.id not in held:
+                _log_finish(lease, None)
+    if log.isEnabledFor(logging.INFO):
+        for item in finished:
+            log.info(
+                "job completed", extra={"action": _ACTIONS[item.status], "job_id": str(item.id)}
+            )
+    return len(finished)
 
 
 def fail(
@@ -161,6 +183,17 @@ def _log_finish(lease: Lease, done: Finished | None, **extra: Any) -> None:
         action.replace("_", " "),
         extra={"action": action, "job_id": str(lease.id), "attempt": lease.attempt, **extra},
     )
+
+
+def unclaim(ctx: Context, leases: list[Lease]) -> None:
+    """Give back claimed jobs that never started: queued again at the head of their lists."""
+    with ctx.db.transaction() as session:
+        released = claims.unclaim(session, leases)
+    by_list: dict[str, list[str]] = {}
+    for job_id, queue, priority in released:
+        by_list.setdefault(ctx.keys.ready(queue, priority), []).append(str(job_id))
+    for list_key, job_ids in by_list.items():
+        push_front(ctx.redis.client, list_key, job_ids)
 
 
 def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID, bool]:

@@ -18,6 +18,7 @@ import redis
 from sqlalchemy.exc import DBAPIError
 
 from app.dispatch import delayed, fleet, locks, reconcile
+from app.dispatch import pop as dispatch_pop
 from app.dispatch.keys import PRIORITIES
 from app.logging import log_context
 from app.services import execution
@@ -164,7 +165,7 @@ class Reconciler:
                     before = min(cutoff, oldest - SWEEP_SLACK) if oldest else cutoff
                     lost = store.queued_before(session, queue, priority, before, BATCH)
                     if lost:
-                        reconcile.push_front(client, list_key, [str(i) for i in lost])
+                        dispatch_pop.push_front(client, list_key, [str(i) for i in lost])
                         pushed += len(lost)
         if pushed:
             log.warning(

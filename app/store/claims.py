@@ -180,6 +180,83 @@ def finish(
     )
 
 
+# Many successes in one statement: the fenced updates and their attempt rows together. A row
+# whose lease was lost in the meantime simply does not match.
+_COMPLETE_MANY = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]), CAST(:results AS text[])
+        ) AS i(id, token, result)
+    ), finished AS (
+        UPDATE jobs j
+           SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+               result = CAST(i.result AS jsonb),
+               last_error = NULL,
+               lease_token = NULL,
+               lease_expires_at = NULL,
+               finished_at = now(),
+               updated_at = now()
+          FROM input i
+         WHERE j.id = i.id AND j.status = 'processing' AND j.lease_token = i.token
+        RETURNING j.id, j.attempts, j.worker_id, j.started_at, j.status, j.queue, j.task,
+                  j.priority, j.run_at, j.cancel_requested,
+                  extract(epoch FROM now() - j.started_at) AS duration
+    ), attempt AS (
+        INSERT INTO job_attempts
+               (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+        SELECT id, attempts, worker_id, started_at, now(),
+               CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END, NULL
+          FROM finished
+    )
+    SELECT id, status, queue, task, priority, run_at, duration FROM finished
+    """
+)
+
+
+def complete_many(session: Session, done: list[tuple[Lease, str]]) -> list[Finished]:
+    """Record many successful attempts (lease, result JSON); returns those still held."""
+    rows = session.execute(
+        _COMPLETE_MANY,
+        {
+            "ids": [str(lease.id) for lease, _ in done],
+            "tokens": [str(lease.lease_token) for lease, _ in done],
+            "results": [result for _, result in done],
+        },
+    ).all()
+    return [
+        Finished(
+            r.id, JobStatus(r.status), r.queue, r.task, r.priority, r.run_at, float(r.duration)
+        )
+        for r in rows
+    ]
+
+
+_UNCLAIM = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS i(id, token)
+    )
+    UPDATE jobs j
+       SET status = 'queued', attempts = j.attempts - 1, lease_token = NULL,
+           lease_expires_at = NULL, worker_id = NULL, started_at = NULL, updated_at = now()
+      FROM input i
+     WHERE j.id = i.id AND j.status = 'processing' AND j.lease_token = i.token
+    RETURNING j.id, j.queue, j.priority, j.run_at
+    """
+)
+
+
+def unclaim(session: Session, leases: list[Lease]) -> list[tuple[uuid.UUID, str, int]]:
+    """Undo claims of jobs that never started (fenced): queued again, the attempt not counted.
+    Returns (id, queue, priority) in the order the jobs became ready."""
+    rows = session.execute(
+        _UNCLAIM,
+        {"ids": [str(x.id) for x in leases], "tokens": [str(x.lease_token) for x in leases]},
+    ).all()
+    return [(r.id, r.queue, r.priority) for r in sorted(rows, key=lambda r: r.run_at)]
+
+
 _EXTEND = text(
     """
     UPDATE jobs

@@ -1,5 +1,14 @@
 """One job loop (a thread of a worker process): pop, claim, run, finish. Each step is a
-function of its own that a test can call."""
+function of its own that a test can call.
+
+Where a queue is deep, a loop takes more than one id per turn: it blocks for one id, then
+takes up to `prefetch - 1` more that are already waiting in the same list (LPOP with a count),
+claims them in one UPDATE, runs them one after another and records their successes in one
+transaction. `prefetch` doubles while the list fills each request and shrinks to what it got
+otherwise, and it never holds more than about BATCH_BUDGET seconds of work (judged by the
+loop's recent run times), so a lone job is never delayed and a loop never sits on work that
+idle loops could run.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +36,9 @@ log = logging.getLogger(__name__)
 POP_TIMEOUT = 1.0  # how long a pop blocks before the loop looks at stop and pause again
 BACKOFF_ON_ERROR = 1.0
 FINISH_RETRY = 0.25
+BATCH_BUDGET = 0.05  # seconds of work one loop may hold claimed beyond the job it runs
+FLUSH_AFTER = 0.02  # successes wait at most this long to be recorded together
+RUN_TIME_WEIGHT = 0.2  # of the newest run in the moving average of run times
 
 
 @dataclass
@@ -44,6 +56,7 @@ class Slot:
     index: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     job: Claimed | None = None
+    held: tuple[Claimed, ...] = ()  # claimed and not yet finished, the running one included
     context: JobContext | None = None
     in_task: bool = False
     timed_out: bool = False
@@ -86,6 +99,11 @@ class JobLoop:
         self.paused = paused  # replaced wholesale by the process, never mutated in place
         self.applied_paused: set[str] = paused  # what the current pop honours
         self.on_deadline = on_deadline or (lambda index, deadline: None)
+        self.prefetch_max = max(1, ctx.settings.worker_prefetch)
+        self.prefetch = 1
+        self.average_run = 0.0
+        self.pending: list[tuple[Claimed, str]] = []
+        self.pending_since = 0.0
 
     def run(self) -> None:
         self.slot.thread_ident = threading.get_ident()
@@ -97,20 +115,28 @@ class JobLoop:
                 log.warning("worker loop error", extra={"error": str(exc)})
                 self.stopping.wait(BACKOFF_ON_ERROR)
 
-    def step(self) -> bool:
-        """One turn: pop an id, claim it, run it, finish it. True when a job ran."""
+    def step(self) -> int:
+        """One turn: pop ids, claim them, run them, finish them. Returns how many ran."""
         popped = self.pop()
         if popped is None:
-            return False
-        job = self.claim(popped)
-        if job is None:
-            return False
-        with log_context(
-            job_id=str(job.id), worker_id=self.worker_id, queue=job.queue, task=job.task
-        ):
-            outcome = self.execute(job)
-            self.finish(job, outcome)
-        return True
+            return 0
+        list_key, first = popped
+        ids = [first, *self.take_more(list_key)]
+        batch = self.claim(ids)
+        ran = 0
+        try:
+            for job in batch:
+                if self.stopping.is_set():
+                    break
+                with log_context(
+                    job_id=str(job.id), worker_id=self.worker_id, queue=job.queue, task=job.task
+                ):
+                    self.settle(job, self.execute(job))
+                ran += 1
+        finally:
+            self.flush()
+            self.release(batch[ran:])
+        return ran
 
     def pop(self) -> tuple[str, str] | None:
         self.applied_paused = paused = self.paused
@@ -122,17 +148,32 @@ class JobLoop:
         popped = dispatch_pop.pop(self.ctx.redis.client, lists, POP_TIMEOUT)
         if popped is not None and self.stopping.is_set():
             # Stop was asked while we waited: hand the id back rather than start a job.
-            dispatch_pop.push_back(self.ctx.redis.client, popped[0], popped[1])
+            dispatch_pop.push_front(self.ctx.redis.client, popped[0], [popped[1]])
             return None
         return popped
 
-    def claim(self, popped: tuple[str, str]) -> Claimed | None:
-        claimed = execution.claim(self.ctx, [popped[1]], self.worker_id)
-        if not claimed:
-            # Stale (cancelled, deleted, already run) or a duplicate id: harmless, counted.
-            self.counters.add(skipped=1)
-            return None
-        return claimed[0]
+    def take_more(self, list_key: str) -> list[str]:
+        """Ids already waiting behind the one popped, as many as `prefetch` allows."""
+        limit = self.prefetch_max
+        if self.average_run > 0:
+            limit = max(1, min(limit, int(BATCH_BUDGET / self.average_run)))
+        self.prefetch = min(self.prefetch, limit)
+        want = self.prefetch - 1
+        more = dispatch_pop.take(self.ctx.redis.client, list_key, want) if want else []
+        self.prefetch = min(limit, self.prefetch * 2) if len(more) == want else len(more) + 1
+        if more and self.stopping.is_set():
+            dispatch_pop.push_front(self.ctx.redis.client, list_key, more)
+            return []
+        return more
+
+    def claim(self, ids: list[str]) -> list[Claimed]:
+        claimed = execution.claim(self.ctx, ids, self.worker_id)
+        if len(claimed) < len(ids):
+            # Stale (cancelled, deleted, already run) or duplicate ids: harmless, counted.
+            self.counters.add(skipped=len(ids) - len(claimed))
+        with self.slot.lock:
+            self.slot.held = tuple(claimed)
+        return claimed
 
     def execute(self, job: Claimed) -> Outcome:
         try:
@@ -145,12 +186,15 @@ class JobLoop:
             self.slot.job, self.slot.context = job, context
             self.slot.in_task, self.slot.timed_out = True, False
         self.on_deadline(self.slot.index, deadline)
+        began = time.perf_counter()
         try:
             try:
                 result = task(job.payload, context)
             finally:
                 with self.slot.lock:
                     self.slot.in_task = False
+                run_time = time.perf_counter() - began
+                self.average_run += RUN_TIME_WEIGHT * (run_time - self.average_run)
             return Outcome(result_json=execution.encode_result(result))
         except execution.ResultNotSerialisable as exc:
             return Outcome(error=str(exc), kind=AttemptOutcome.FAILED, retryable=False)
@@ -163,35 +207,63 @@ class JobLoop:
         finally:
             self.on_deadline(self.slot.index, 0.0)
 
-    def finish(self, job: Claimed, outcome: Outcome) -> None:
-        """Record the outcome, retrying while Postgres is away for as long as the lease could
-        still be current; after that, recovery owns the job and a late finish would be
+    def settle(self, job: Claimed, outcome: Outcome) -> None:
+        """A success waits (briefly) to be recorded with others; a failure is recorded now."""
+        with self.slot.lock:
+            self.slot.job, self.slot.context = None, None
+        if outcome.kind is AttemptOutcome.COMPLETED:
+            assert outcome.result_json is not None
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.append((job, outcome.result_json))
+            if time.monotonic() - self.pending_since >= FLUSH_AFTER:
+                self.flush()
+            return
+        self._retrying(
+            lambda: execution.fail(
+                self.ctx, job.lease, outcome.error or "failed", outcome.kind, outcome.retryable
+            )
+        )
+        self._forget([job])
+        self.counters.add(processed=1, failed=1)
+
+    def flush(self) -> None:
+        """Record the waiting successes in one transaction."""
+        if not self.pending:
+            return
+        done, self.pending = self.pending, []
+        self._retrying(
+            lambda: execution.complete_many(self.ctx, [(job.lease, result) for job, result in done])
+        )
+        self._forget([job for job, _ in done])
+        self.counters.add(processed=len(done))
+
+    def release(self, unstarted: list[Claimed]) -> None:
+        """Claimed jobs this loop will not run (it is stopping): back to their queue, with
+        their attempt count as it was before the claim."""
+        if unstarted:
+            execution.unclaim(self.ctx, [job.lease for job in unstarted])
+            self._forget(unstarted)
+
+    def _forget(self, jobs: list[Claimed]) -> None:
+        finished = {job.id for job in jobs}
+        with self.slot.lock:
+            self.slot.held = tuple(job for job in self.slot.held if job.id not in finished)
+
+    def _retrying(self, record: Any) -> None:
+        """Run a recording step, retrying while Postgres is away for as long as the leases
+        could still be current; after that, recovery owns the jobs and a late finish would be
         refused anyway."""
         give_up_at = time.monotonic() + execution.lease_seconds(self.ctx)
         while True:
             try:
-                self._record(job, outcome)
+                record()
                 return
             except DBAPIError as exc:
                 if time.monotonic() >= give_up_at:
                     raise
                 log.warning("finish failed, retrying", extra={"error": str(exc.orig)})
                 time.sleep(FINISH_RETRY)
-
-    def _record(self, job: Claimed, outcome: Outcome) -> None:
-        try:
-            if outcome.kind is AttemptOutcome.COMPLETED:
-                assert outcome.result_json is not None
-                execution.complete(self.ctx, job.lease, outcome.result_json)
-                self.counters.add(processed=1)
-            else:
-                execution.fail(
-                    self.ctx, job.lease, outcome.error or "failed", outcome.kind, outcome.retryable
-                )
-                self.counters.add(processed=1, failed=1)
-        finally:
-            with self.slot.lock:
-                self.slot.job, self.slot.context = None, None
 
 
 def _describe(exc: BaseException) -> str:

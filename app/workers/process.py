@@ -128,11 +128,11 @@ class WorkerProcess:
             loop.paused = paused
 
     def _running(self) -> list[tuple[str, Any]]:
-        running = []
+        """Every job this process holds a lease on: running, or claimed and waiting its turn."""
+        running: list[tuple[str, Any]] = []
         for slot in self.slots:
             with slot.lock:
-                if slot.job is not None:
-                    running.append((str(slot.job.id), slot.job.lease_token))
+                running.extend((str(job.id), job.lease_token) for job in slot.held)
         return running
 
     def _beat(self) -> None:
