@@ -201,6 +201,24 @@ def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from app import bench
+    from app.devstack import ensure_services
+
+    database_url, redis_url, started = ensure_services(
+        settings.database_url, settings.redis_url, Path(args.local_dir)
+    )
+    try:
+        settings = settings.model_copy(
+            update={"database_url": database_url, "redis_url": redis_url}
+        )
+        only = [w.strip() for w in args.only.split(",")] if args.only else []
+        return bench.run(settings, args.runs, args.quick, only, args.api_workers)
+    finally:
+        for service in reversed(started):
+            service.stop()  # type: ignore[attr-defined]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
         "maintenance",
         help="run only the periodic duties: promoter, recovery, reconciler, retention",
     )
+    bench = commands.add_parser("bench", help="measure throughput and latency on this machine")
+    bench.add_argument("--runs", type=int, default=3, help="runs of each workload")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
+    bench.add_argument("--only", help="comma-separated workloads (default: all)")
+    bench.add_argument("--api-workers", type=int, default=2, help="uvicorn workers of the API")
+    bench.add_argument("--local-dir", default=".local", help="private servers, if needed")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; it is printed once")
@@ -245,6 +269,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dev": _dev,
     "worker": _worker,
     "maintenance": _maintenance,
+    "bench": _bench,
 }
 
 

@@ -12,8 +12,9 @@ from sqlalchemy import text
 
 from app.services import auth
 from app.services.context import Context
+from app.services.keycache import KEY_CACHE_SECONDS
 from app.settings import Settings
-from tests.helpers import ROOT, settings_env
+from tests.helpers import ROOT, settings_env, wait_until
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -41,7 +42,12 @@ def test_revoked_key_gets_401(client: TestClient, ctx: Context) -> None:
     row, plain = auth.create_key(ctx, "acme", [auth.Scope.PRODUCER])
     assert client.get("/jobs", headers=bearer(plain)).status_code == 200
     auth.revoke_key(ctx, row.id)
-    assert client.get("/jobs", headers=bearer(plain)).status_code == 401
+    # Each API process trusts a verified key for KEY_CACHE_SECONDS, then asks Postgres again.
+    wait_until(
+        lambda: client.get("/jobs", headers=bearer(plain)).status_code == 401,
+        timeout=KEY_CACHE_SECONDS + 5,
+        interval=0.2,
+    )
 
 
 def test_keys_are_stored_only_as_hmac(ctx: Context) -> None:
@@ -117,7 +123,11 @@ def test_keys_cli_creates_lists_and_revokes(
 
     revoked = run_cli(settings, "keys", "revoke", key_id)
     assert revoked.returncode == 0, revoked.stderr
-    assert client.get("/jobs", headers=bearer(key)).status_code == 401
+    wait_until(
+        lambda: client.get("/jobs", headers=bearer(key)).status_code == 401,
+        timeout=KEY_CACHE_SECONDS + 5,
+        interval=0.2,
+    )
     assert "revoked" in run_cli(settings, "keys", "list", "--tenant", "cli-co").stdout
     again = run_cli(settings, "keys", "revoke", key_id)
     assert again.returncode != 0

@@ -17,7 +17,8 @@ from app.services.context import Context
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer jf_...`")
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    # async: a plain attribute read must not cost a hop to the thread pool.
     context: Context = request.app.state.context
     return context
 

@@ -6,42 +6,15 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
-from enum import StrEnum
 
-from app.domain.errors import Forbidden, NotFound, Unauthorized
+from app.domain.errors import NotFound, Unauthorized
+from app.domain.principal import Principal as Principal
+from app.domain.principal import Scope as Scope
 from app.services.context import Context
 from app.store import keys as key_store
 from app.store.models import ApiKey
 
 KEY_PREFIX = "jf_"
-
-
-class Scope(StrEnum):
-    PRODUCER = "producer"
-    WORKER = "worker"
-    ADMIN = "admin"
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: uuid.UUID
-    tenant: str
-    scopes: frozenset[Scope]
-
-    @property
-    def is_admin(self) -> bool:
-        return Scope.ADMIN in self.scopes
-
-    @property
-    def tenant_filter(self) -> str | None:
-        """The tenant whose jobs this key may see; None means all of them (admin)."""
-        return None if self.is_admin else self.tenant
-
-    def require(self, scope: Scope) -> None:
-        # Admin may do anything a producer or worker may.
-        if scope not in self.scopes and not self.is_admin:
-            raise Forbidden(f"this action needs an API key with the '{scope}' scope")
 
 
 def hash_key(secret: bytes, plain_key: str) -> str:
@@ -70,6 +43,15 @@ def authenticate(ctx: Context, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not plain.strip():
         raise Unauthorized("the Authorization header must be `Bearer <key>`")
     digest = hash_key(ctx.settings.hashing_secret, plain.strip())
+    cached = ctx.principals.get(digest)
+    if cached is not None:
+        return cached
+    principal = _verify(ctx, digest)
+    ctx.principals.put(digest, principal)
+    return principal
+
+
+def _verify(ctx: Context, digest: str) -> Principal:
     with ctx.db.transaction() as session:
         row = key_store.find_active_by_hash(session, digest)
         # The index lookup already matched the digest; the constant-time comparison makes sure

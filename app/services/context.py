@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from app.dispatch.aio import AsyncRedisHandle
 from app.dispatch.client import RedisHandle
 from app.dispatch.keys import Keys
+from app.services.keycache import PrincipalCache
 from app.settings import Settings
 from app.store.engine import Database
 
@@ -18,6 +19,7 @@ class Context:
     redis: RedisHandle = field(init=False)
     aredis: AsyncRedisHandle = field(init=False)
     keys: Keys = field(init=False)
+    principals: PrincipalCache = field(init=False)
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
@@ -25,6 +27,7 @@ class Context:
         self.redis = RedisHandle(self.settings)
         self.aredis = AsyncRedisHandle(self.settings.redis_url)
         self.keys = Keys(self.settings.key_prefix)
+        self.principals = PrincipalCache()
 
     def close(self) -> None:
         self.db.dispose()

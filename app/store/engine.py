@@ -43,7 +43,6 @@ class Database:
             self._url,
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
-            pool_pre_ping=True,
             pool_recycle=1800,
             connect_args={"options": "-c timezone=UTC", "connect_timeout": 5},
         )

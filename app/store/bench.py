@@ -1,0 +1,82 @@
+"""Read-outs of the benchmark: how a drain went and how fast jobs were picked up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class DrainWindow:
+    completed: int
+    attempts: int
+    jobs_with_one_attempt: int
+    seconds: float  # first claim to last finish
+
+
+def drain_window(session: Session, tag: str) -> DrainWindow:
+    row = session.execute(
+        text(
+            """
+            SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
+                   extract(epoch FROM max(j.finished_at) - min(j.started_at)) AS seconds,
+                   (SELECT count(*) FROM job_attempts a JOIN jobs k ON k.id = a.job_id
+                     WHERE k.task = 'noop' AND k.queue = :tag) AS attempts,
+                   count(*) FILTER (WHERE j.attempts = 1) AS single
+              FROM jobs j WHERE j.queue = :tag
+            """
+        ),
+        {"tag": tag},
+    ).one()
+    return DrainWindow(row.completed, row.attempts, row.single, float(row.seconds or 0))
+
+
+def count_status(session: Session, queue: str, status: str) -> int:
+    return int(
+        session.scalar(
+            text("SELECT count(*) FROM jobs WHERE queue = :q AND status = :s"),
+            {"q": queue, "s": status},
+        )
+        or 0
+    )
+
+
+def pickup_milliseconds(session: Session, queue: str) -> list[float]:
+    """started_at - created_at (the API's commit time) of every job of the queue, in ms."""
+    return [
+        float(ms)
+        for ms in session.scalars(
+            text(
+                "SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs "
+                "WHERE queue = :q AND started_at IS NOT NULL"
+            ),
+            {"q": queue},
+        ).all()
+    ]
+
+
+def seed_history(session: Session, count: int) -> None:
+    """`count` completed jobs with an attempt each, as months of history would leave them."""
+    session.execute(
+        text(
+            """
+            WITH made AS (
+                INSERT INTO jobs (tenant, queue, task, payload, status, attempts, max_retries,
+                                  timeout_seconds, run_at, started_at, finished_at, result)
+                SELECT 'history', 'history', 'noop', '{}', 'completed', 1, 3, 300,
+                       now() - interval '1 day', now() - interval '1 day',
+                       now() - interval '1 day', 'null'
+                  FROM generate_series(1, :n)
+                RETURNING id, started_at, finished_at
+            )
+            INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+                                      outcome)
+            SELECT id, 1, 'history', started_at, finished_at, 'completed' FROM made
+            """
+        ),
+        {"n": count},
+    )
+    session.execute(text("ANALYZE jobs"))
+    session.execute(text("ANALYZE job_attempts"))
