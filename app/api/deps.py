@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from app.dispatch.ratelimit import RateLimits
 from app.logging import bind
@@ -14,7 +15,7 @@ from app.services import auth
 from app.services.auth import Principal, Scope
 from app.services.context import Context
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer jf_...`")
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer jf_...`")
 
 
 async def get_context(request: Request) -> Context:
@@ -28,23 +29,32 @@ ContextDep = Annotated[Context, Depends(get_context)]
 
 def _principal(
     ctx: ContextDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     header = f"Bearer {credentials.credentials}" if credentials else None
-    principal = auth.authenticate(ctx, header)
-    bind(tenant=principal.tenant)
-    return principal
+    return auth.authenticate(ctx, header)
 
 
-def caller(scope: Scope, action: str) -> Callable[..., Principal]:
-    """A dependency: the authenticated caller, holding `scope`, within its `action` limit."""
+def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the authenticated caller, holding `scope`, within its `action` limit.
 
-    def dependency(
-        request: Request, principal: Annotated[Principal, Depends(_principal)]
+    It runs on the event loop and moves to the thread pool only for blocking work: a key not
+    verified in the last few seconds, or a rate-limit count in Redis.
+    """
+
+    async def dependency(
+        request: Request,
+        ctx: ContextDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
+        principal = auth.cached_principal(ctx, credentials.credentials) if credentials else None
+        if principal is None:
+            principal = await run_in_threadpool(_principal, ctx, credentials)
+        bind(tenant=principal.tenant)
         principal.require(scope)
         limits: RateLimits = request.app.state.rate_limits
-        limits.hit(action, str(principal.key_id))
+        if limits.enabled:
+            await run_in_threadpool(limits.hit, action, str(principal.key_id))
         return principal
 
     return dependency

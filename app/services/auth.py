@@ -36,6 +36,11 @@ def create_key(
     return row, plain
 
 
+def cached_principal(ctx: Context, plain_key: str) -> Principal | None:
+    """The caller of a key verified moments ago in this process; None means ask Postgres."""
+    return ctx.principals.get(hash_key(ctx.settings.hashing_secret, plain_key.strip()))
+
+
 def authenticate(ctx: Context, authorization: str | None) -> Principal:
     if not authorization:
         raise Unauthorized("missing Authorization header: send `Authorization: Bearer <key>`")
