@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field, JsonValue
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContextDep, caller
 from app.api.jobs import PROBLEM
-from app.dispatch import aio
-from app.dispatch.pop import ready_lists
 from app.domain.schemas import JobOut, QueueName
 from app.services import leasing
 from app.services.auth import Principal, Scope
@@ -64,26 +60,14 @@ class HeartbeatReply(BaseModel):
 )
 async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, _: Worker) -> Any:
     """Take the next job of `queue` (highest priority first), waiting up to wait_seconds."""
-    client = ctx.aredis.client
-    if queue in await aio.paused_queues(client, ctx.keys.paused):
+    granted = await leasing.lease_next(
+        ctx, queue, body.worker_id, body.lease_seconds, body.wait_seconds
+    )
+    if granted is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    lists = ready_lists(ctx.keys, [queue])
-    deadline = time.monotonic() + body.wait_seconds
-    while True:
-        popped = await aio.pop(client, lists, deadline - time.monotonic())
-        if popped is None:
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
-        granted = await run_in_threadpool(
-            leasing.claim_popped, ctx, popped[1], body.worker_id, body.lease_seconds
-        )
-        if granted is not None:
-            return Leased(
-                job=granted.job,
-                lease_token=granted.lease_token,
-                lease_expires_at=granted.lease_expires_at,
-            )
-        if time.monotonic() >= deadline:
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Leased(
+        job=granted.job, lease_token=granted.lease_token, lease_expires_at=granted.lease_expires_at
+    )
 
 
 @router.post(

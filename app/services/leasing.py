@@ -3,11 +3,16 @@ the claim, the fenced finish and the retry policy of the native fleet."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
+from app.dispatch import aio
+from app.dispatch.pop import ready_lists
 from app.domain.errors import JobNotFound, LeaseLost
 from app.domain.schemas import JobOut
 from app.domain.states import AttemptOutcome
@@ -34,6 +39,27 @@ def claim_popped(ctx: Context, job_id: str, worker_id: str, lease_seconds: float
     with ctx.db.transaction() as session:
         job = JobOut.model_validate(job_store.get_job(session, claimed[0].id, None))
     return Granted(job, claimed[0].lease_token, claimed[0].lease_expires_at)
+
+
+async def lease_next(
+    ctx: Context, queue: str, worker_id: str, lease_seconds: float, wait_seconds: float
+) -> Granted | None:
+    """The next job of `queue` (highest priority first) for an HTTP worker, waiting up to
+    `wait_seconds` on the event loop; None when nothing came, or the queue is paused."""
+    client = ctx.aredis.client
+    if queue in await aio.paused_queues(client, ctx.keys.paused):
+        return None
+    lists = ready_lists(ctx.keys, [queue])
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        popped = await aio.pop(client, lists, deadline - time.monotonic())
+        if popped is None:
+            return None
+        granted = await run_in_threadpool(claim_popped, ctx, popped[1], worker_id, lease_seconds)
+        if granted is not None:
+            return granted
+        if time.monotonic() >= deadline:
+            return None
 
 
 def _lost(ctx: Context, job_id: uuid.UUID) -> Exception:
