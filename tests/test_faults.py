@@ -10,13 +10,14 @@ the shared Postgres and Redis are only ever used through the tests' database and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from app.services.maintenance import Reconciler
 from app.settings import Settings
 from app.store.admin import migrate
 from tests.fleet_support import job_row, statuses, submit, workers_of
-from tests.helpers import ROOT, LiveAPI, LiveFleet, settings_env, wait_until
+from tests.helpers import ROOT, LiveAPI, LiveFleet, free_port, settings_env, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -59,29 +60,12 @@ def fast(settings: Settings, **update: Any) -> Settings:
     return settings.model_copy(update={**FAST, **update})
 
 
+def alive(fleet: LiveFleet) -> bool:
+    """The manager is still running (a fault did not take it down)."""
+    return fleet.process.poll() is None
+
+
 # --- processes ---------------------------------------------------------------------------------
-
-
-class Fleet(LiveFleet):
-    """A real `python -m app worker` that keeps the heartbeat settings of its Settings object
-    (LiveFleet pins a 5 s heartbeat TTL; these tests want 3 s leases)."""
-
-    def __init__(self, settings: Settings, processes: int, threads: int, **overrides: str) -> None:
-        self.host = f"fault-{uuid.uuid4().hex[:8]}"
-        env = settings_env(
-            settings, FLEET_HOST=self.host, TASK_MODULES="tests.fleet_tasks", **overrides
-        )
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "app", "worker",
-                "--processes", str(processes), "--threads", str(threads), "--queues", "default",
-            ],
-            cwd=ROOT,
-            env=env,
-        )  # fmt: skip
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
 
 class Api(LiveAPI):
@@ -89,8 +73,6 @@ class Api(LiveAPI):
     makes the API log a warning per request, which could fill the pipe and stall it)."""
 
     def __init__(self, settings: Settings, **overrides: str) -> None:
-        from tests.helpers import free_port
-
         self.port = free_port()
         env = settings_env(settings, API_PORT=str(self.port), API_WORKERS="1", **overrides)
         self.process = subprocess.Popen(
@@ -104,7 +86,7 @@ class Api(LiveAPI):
 class Processes:
     """Fleets and APIs a test started; stopped at teardown, fleets first."""
 
-    fleets: list[Fleet] = field(default_factory=list)
+    fleets: list[LiveFleet] = field(default_factory=list)
     apis: list[Api] = field(default_factory=list)
 
     def fleet(
@@ -114,9 +96,17 @@ class Processes:
         processes: int = 2,
         threads: int = 2,
         **overrides: str,
-    ) -> Fleet:
+    ) -> LiveFleet:
         """Start a fleet and wait until its workers beat in `ctx`'s Redis."""
-        started = Fleet(settings, processes, threads, **overrides)
+        started = LiveFleet(
+            settings,
+            processes,
+            threads,
+            # LiveFleet's own defaults are slower than the settings these tests want.
+            HEARTBEAT_INTERVAL_SECONDS=str(settings.heartbeat_interval_seconds),
+            HEARTBEAT_TTL_SECONDS=str(settings.heartbeat_ttl_seconds),
+            **overrides,
+        )
         self.fleets.append(started)
         wait_until(lambda: len(workers_of(ctx, started.host)) >= processes, timeout=60)
         return started
@@ -127,10 +117,12 @@ class Processes:
         return started
 
     def stop(self) -> None:
-        for fleet in self.fleets:
-            fleet.stop()
-        for api in self.apis:
-            api.stop()
+        try:
+            for fleet in self.fleets:
+                fleet.stop()
+        finally:
+            for api in self.apis:
+                api.stop()
 
 
 @pytest.fixture
@@ -149,11 +141,18 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(tmp_path / "pg", fast=True)
-    server.start()
-    yield server
-    server.stop()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    # Not under tmp_path: as root, postgres runs as another user who must be able to reach the
+    # data directory, and any pytest session that starts meanwhile resets
+    # /tmp/pytest-of-<user> to 0700 (initdb or a restart would then fail on permissions).
+    directory = Path(tempfile.mkdtemp(prefix="jobfleet-faults-"))
+    server = PrivatePostgres(directory / "pg", fast=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class BlackHole:
@@ -314,7 +313,7 @@ def test_sigkilled_busy_children_lose_no_job_and_run_none_twice(
         wait_until(lambda b=done_before: completed(ctx) >= min(JOBS, b + 60), timeout=30)
 
     wait_until(lambda: completed(ctx) == JOBS, timeout=RUN_TIMEOUT, interval=0.2)
-    assert fleet.alive()
+    assert alive(fleet)
     records = assert_completed_exactly_once(ctx, set(ids), ctx.redis.client, counter_key(settings))
     lost = {
         job_id: rec for job_id, rec in records.items() if set(rec.outcomes) & {"lost", "timeout"}
@@ -324,10 +323,9 @@ def test_sigkilled_busy_children_lose_no_job_and_run_none_twice(
     assert lost
     for rec in lost.values():
         assert rec.outcomes[-1] == "completed"
-        assert {w for w, o in zip(rec.workers, rec.outcomes, strict=True) if o == "lost"} <= set(
-            killed
-        )
-        assert rec.workers[-1] not in killed
+        losers = {w for w, o in zip(rec.workers, rec.outcomes, strict=True) if o == "lost"}
+        assert losers <= set(killed)
+        assert rec.workers[-1] not in losers
     # The manager replaced every killed child.
     wait_until(
         lambda: (
@@ -369,7 +367,7 @@ def _redis_loss_run(
         # The reconciler noticed (no epoch key) and rebuilt the lists from Postgres.
         wait_until(lambda: dispatch.redis.client.exists(dispatch.keys.epoch), timeout=30)
         wait_until(lambda: completed(ctx) == JOBS, timeout=RUN_TIMEOUT, interval=0.2)
-        assert fleet.alive()
+        assert alive(fleet)
         assert_completed_exactly_once(ctx, set(ids), ctx.redis.client, counter_key(settings))
         # Nothing is left waiting in Redis but ids whose jobs already ran (harmless duplicates
         # the claim skips), and the fleet still beats into the new Redis.
@@ -455,6 +453,9 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
             wait_until(lambda: pg.redis.client.llen(ready) <= waiting - 4, timeout=30)
 
             private_postgres.start()
+            # The test's own pool: its connections died with the server; start afresh. (The
+            # API and the fleet get no such help.)
+            pg.db.dispose()
             wait_until(
                 lambda: http.get("/jobs", params={"limit": 1}).status_code == 200,
                 timeout=30,
@@ -466,7 +467,7 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
                 ids.append(response.json()["id"])
 
         wait_until(lambda: completed(pg) == len(ids), timeout=RUN_TIMEOUT, interval=0.2)
-        assert fleet.alive()
+        assert alive(fleet)
         assert_completed_exactly_once(pg, set(ids), ctx.redis.client, counter_key(settings))
     finally:
         pg.close()
@@ -519,10 +520,16 @@ def test_api_killed_between_commit_and_push_strands_nothing(
         api.process.wait()
         for thread in posters:
             thread.join(30)
-        # Every request was committed and none was answered: all were stuck in the push.
+        # Every request was committed; those still waiting on the push when the API died got
+        # no answer at all. (On a loaded machine the first ones may have given up on Redis
+        # after its 5 s socket timeout and answered 201 before the kill: their push failed
+        # just the same.)
         assert len(outcomes) == 40
-        assert all(isinstance(o, httpx.TransportError) for o in outcomes), outcomes
-        assert hole.accepted
+        killed_midway = [o for o in outcomes if isinstance(o, httpx.TransportError)]
+        answered = [o for o in outcomes if isinstance(o, httpx.Response)]
+        assert killed_midway
+        assert {r.status_code for r in answered} <= {201}
+        assert hole.accepted  # the API did try to reach its (hanging) Redis
     finally:
         hole.close()
 
@@ -536,7 +543,7 @@ def test_api_killed_between_commit_and_push_strands_nothing(
 
     fleet = procs.fleet(settings, ctx, processes=2, threads=2)
     wait_until(lambda: completed(ctx) == JOBS + 40, timeout=RUN_TIMEOUT, interval=0.2)
-    assert fleet.alive()
+    assert alive(fleet)
     records = assert_completed_exactly_once(
         ctx, set(normal) | lost, ctx.redis.client, counter_key(settings)
     )
@@ -584,7 +591,7 @@ def test_http_workers_that_vanish_or_ack_late_change_nothing(
             assert response.json()["code"] == "lease-lost"
 
     wait_until(lambda: completed(ctx) == JOBS, timeout=RUN_TIMEOUT, interval=0.2)
-    assert fleet.alive()
+    assert alive(fleet)
     records = assert_completed_exactly_once(ctx, set(ids), ctx.redis.client, counter_key(settings))
     late_record = records[late_id]
     assert late_record.outcomes == ["lost", "completed"]
