@@ -53,3 +53,54 @@ jf_ensure_venv() {
         printf '%s\n' "$wanted" >"$stamp"
     fi
 }
+
+jf_service_prometheus_pids() {
+    # Process ids of Prometheus servers running the package's own configuration (the service),
+    # one a line: not the tests' servers, which are given a --config.file of their own.
+    local pid args
+    for pid in $(pgrep -x prometheus 2>/dev/null || true); do
+        args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+        if [[ "$args" != *--config.file* || "$args" == *--config.file=/etc/prometheus/* ]]; then
+            printf '%s\n' "$pid"
+        fi
+    done
+}
+
+jf_ensure_prometheus() {
+    # tests/test_operations.py needs promtool and a real Prometheus server: Debian's `prometheus`
+    # package. Installed when missing (as root, or through non-interactive sudo); without them
+    # the tests cannot run, so this fails rather than letting them be skipped.
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        return 0
+    fi
+    local -a sudo=()
+    local before pid
+    local hint="install Debian's prometheus package (apt-get install --no-install-recommends prometheus)"
+    command -v apt-get >/dev/null 2>&1 || jf_die "promtool and prometheus are missing and there is no apt-get: $hint or put both on the PATH"
+    if ((EUID != 0)); then
+        sudo -n true 2>/dev/null || jf_die "promtool and prometheus are missing and installing them needs root: $hint"
+        sudo=(sudo -n)
+    fi
+    jf_section "Installing Debian's prometheus package (promtool, prometheus)"
+    before="$(jf_service_prometheus_pids)"
+    # Without recommends: no node exporter (it would take port 9100, the fleet's metrics port).
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
+        "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+            jf_die "could not install Debian's prometheus package: $hint"
+    fi
+    # The package may start its service (port 9090); the tests run their own on free ports.
+    if [[ -d /run/systemd/system ]]; then
+        "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/prometheus ]]; then
+        "${sudo[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    fi
+    for pid in $(jf_service_prometheus_pids); do
+        if ! grep -qx "$pid" <<<"$before"; then
+            "${sudo[@]}" kill "$pid" 2>/dev/null || true
+        fi
+    done
+    if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+        jf_die "the prometheus package is installed but promtool or prometheus is not on the PATH"
+    fi
+}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
-# exit), ruff format, ruff check, mypy, then pytest with coverage. Arguments go to pytest.
+# exit), promtool and prometheus (Debian's package, installed when missing), ruff format, ruff
+# check, mypy, then pytest with coverage. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 jf_ensure_venv
+# promtool and Prometheus, for tests/test_operations.py.
+jf_ensure_prometheus
 
 services_env=.local/test-services.env
 
