@@ -31,17 +31,17 @@ def test_each_job_of_a_batch_gets_its_own_result_in_order(
     assert [r["status"] for r in results] == [201, 422, 200, 409, 201, 200, 409, 201]
     assert body["created"] == 3
     assert results[1]["problem"]["errors"][0]["loc"] == ["body", "jobs", 1, "priority"]
-    assert results[2]["job"]["id"] == earlier["id"]
+    assert results[2]["id"] == earlier["id"]
     assert results[3]["problem"]["code"] == "idempotency-conflict"
-    assert results[5]["job"]["id"] == results[4]["job"]["id"]
-    assert results[7]["job"]["status"] == "scheduled"
+    assert results[5]["id"] == results[4]["id"]
+    assert results[7]["job_status"] == "scheduled"
     ready = ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1)
     assert [i.decode() for i in ready] == [
         earlier["id"],
-        results[0]["job"]["id"],
-        results[4]["job"]["id"],
+        results[0]["id"],
+        results[4]["id"],
     ]
-    assert ctx.redis.client.zscore(ctx.keys.delayed, results[7]["job"]["id"]) is not None
+    assert ctx.redis.client.zscore(ctx.keys.delayed, results[7]["id"]) is not None
 
 
 def test_a_thousand_jobs_in_one_request(
@@ -50,7 +50,7 @@ def test_a_thousand_jobs_in_one_request(
     jobs = [{"task": "noop", "payload": {"i": i}, "priority": i % 3} for i in range(1000)]
     response = client.post("/jobs/batch", json={"jobs": jobs}, headers=producer)
     assert response.status_code == 200 and response.json()["created"] == 1000
-    ids = [r["job"]["id"] for r in response.json()["results"]]
+    ids = [r["id"] for r in response.json()["results"]]
     with ctx.db.transaction() as session:
         assert session.scalar(text("SELECT count(*) FROM jobs")) == 1000
     for priority in range(3):

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app.api.deps import BatchSubmitter, ContextDep, Reader, Submitter, Writer
 from app.api.problems import invalid_item, problem_body
@@ -78,12 +78,11 @@ class BatchRequest(BaseModel):
 def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter) -> BatchReply:
     """Submit up to 1000 jobs at once: one result per job, in order, each with the status
     code a single POST /jobs would have had (201, 200, 409 or 422)."""
-    parsed: list[JobCreate | BatchItem] = []
-    for position, raw in enumerate(body.jobs):
-        try:
-            parsed.append(JobCreate.model_validate(raw))
-        except ValidationError as exc:
-            parsed.append(BatchItem(status=422, problem=invalid_item(position, exc)))
+    try:
+        # The common case, every job valid, is one validation call for the whole list.
+        parsed: list[JobCreate | BatchItem] = list(_JOB_LIST.validate_python(body.jobs))
+    except ValidationError:
+        parsed = [_parse_one(position, raw) for position, raw in enumerate(body.jobs)]
     valid = [item for item in parsed if isinstance(item, JobCreate)]
     outcomes = iter(jobs.submit_many(ctx, principal, valid) if valid else [])
     results = []
@@ -95,8 +94,21 @@ def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter)
         if isinstance(outcome, JobfleetError):
             results.append(BatchItem(status=outcome.status, problem=problem_body(outcome)))
         else:
-            results.append(BatchItem(status=201 if outcome.created else 200, job=outcome.job))
+            status_code = 201 if outcome.created else 200
+            results.append(
+                BatchItem(status=status_code, id=outcome.job.id, job_status=outcome.job.status)
+            )
     return BatchReply(results=results, created=sum(1 for r in results if r.status == 201))
+
+
+_JOB_LIST = TypeAdapter(list[JobCreate])
+
+
+def _parse_one(position: int, raw: dict[str, Any]) -> JobCreate | BatchItem:
+    try:
+        return JobCreate.model_validate(raw)
+    except ValidationError as exc:
+        return BatchItem(status=422, problem=invalid_item(position, exc))
 
 
 @router.get("")

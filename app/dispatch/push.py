@@ -22,13 +22,20 @@ class Announcement:
 
 
 def announce(client: redis.Redis, keys: Keys, jobs: Iterable[Announcement]) -> None:
-    """RPUSH ready ids onto their queue and priority list (FIFO with BLPOP), ZADD the rest."""
-    pipe = client.pipeline(transaction=False)
+    """RPUSH ready ids onto their queue and priority list (FIFO with BLPOP), ZADD the rest:
+    one RPUSH per list and one ZADD, in one round trip, whatever the number of jobs."""
+    ready: dict[str, list[str]] = {}
+    delayed: dict[str, float] = {}
     for job in jobs:
         if job.scheduled_for is None:
-            pipe.rpush(keys.ready(job.queue, job.priority), job.job_id)
+            ready.setdefault(keys.ready(job.queue, job.priority), []).append(job.job_id)
         else:
-            pipe.zadd(keys.delayed, {job.job_id: job.scheduled_for.timestamp()})
+            delayed[job.job_id] = job.scheduled_for.timestamp()
+    pipe = client.pipeline(transaction=False)
+    for list_key, job_ids in ready.items():
+        pipe.rpush(list_key, *job_ids)
+    if delayed:
+        pipe.zadd(keys.delayed, delayed)
     pipe.execute()
 
 

@@ -101,10 +101,13 @@ class JobPage(BaseModel):
 
 
 class BatchItem(BaseModel):
-    """The outcome of one job of a batch: its own status code, and the job or a problem."""
+    """The outcome of one job of a batch: its own status code (201 created, 200 the existing
+    job of a reused key, 409 or 422), and its job id or a problem. GET /jobs/{id} reads the
+    whole job."""
 
     status: int
-    job: JobOut | None = None
+    id: uuid.UUID | None = None
+    job_status: JobStatus | None = None
     problem: dict[str, Any] | None = None
 
 
