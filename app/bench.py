@@ -76,11 +76,13 @@ class Stack:
     """A database and key prefix of the benchmark's own, and the processes it starts."""
 
     def __init__(self, settings: Settings, api_workers: int) -> None:
-        url = make_url(settings.database_url).set(database="jobfleet_bench")
+        # A database and key prefix of its own, named after the configured ones.
+        url = make_url(settings.database_url)
+        url = url.set(database=f"{url.database}_bench")
         self.settings = settings.model_copy(
             update={
                 "database_url": url.render_as_string(hide_password=False),
-                "key_prefix": "jfbench",
+                "key_prefix": f"{settings.key_prefix}bench",
                 "rate_limit_enabled": False,
                 "log_level": "WARNING",
                 "fleet_metrics_port": 0,
@@ -263,7 +265,10 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
         job_store.delete_job(session, uuid.UUID(probe.json()["id"]), None, DELETABLE)
 
     async def paced() -> None:
-        async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=60
+        ) as http:
             began = time.perf_counter()
             pending = []
             for i in range(sizes.pickup_jobs):
@@ -292,7 +297,7 @@ def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
             stack.settings.database_url, sizes.ceiling_seconds
         ),
         "redis_push_pop_pairs_per_second": push_pop_rate(
-            stack.settings.redis_url, "jfbench:ceiling", sizes.ceiling_seconds
+            stack.settings.redis_url, f"{stack.settings.key_prefix}:ceiling", sizes.ceiling_seconds
         ),
     }
 
@@ -321,7 +326,14 @@ class Report:
         return "\n".join(lines)
 
 
-def run(settings: Settings, runs: int, quick: bool, only: list[str], api_workers: int) -> int:
+def run(
+    settings: Settings,
+    runs: int,
+    quick: bool,
+    only: list[str],
+    api_workers: int,
+    out: Path = ROOT / "bench-results",
+) -> int:
     sizes = QUICK if quick else Sizes()
     stack = Stack(settings, api_workers)
     workloads: dict[str, Callable[[], dict[str, float]]] = {
@@ -343,12 +355,11 @@ def run(settings: Settings, runs: int, quick: bool, only: list[str], api_workers
     finally:
         stack.close()
     print("\n" + report.table())
-    out = ROOT / "bench-results"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out / f"bench-{stamp}.json"
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()}
     summary = {"at": stamp, "quick": quick, "runs": runs, "machine": machine}
     path.write_text(json.dumps({**summary, "results": report.results}, indent=2))
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    print(f"\nwritten to {path}")
     return 0

@@ -213,7 +213,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
             update={"database_url": database_url, "redis_url": redis_url}
         )
         only = [w.strip() for w in args.only.split(",")] if args.only else []
-        return bench.run(settings, args.runs, args.quick, only, args.api_workers)
+        return bench.run(settings, args.runs, args.quick, only, args.api_workers, Path(args.out))
     finally:
         for service in reversed(started):
             service.stop()  # type: ignore[attr-defined]
@@ -243,6 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", help="comma-separated workloads (default: all)")
     bench.add_argument("--api-workers", type=int, default=2, help="uvicorn workers of the API")
     bench.add_argument("--local-dir", default=".local", help="private servers, if needed")
+    bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; it is printed once")

@@ -1,0 +1,30 @@
+"""`python -m app bench` runs end to end (small sizes: speed is measured, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from app.settings import Settings
+from tests.helpers import ROOT, settings_env
+
+
+def test_bench_runs_every_workload_and_writes_its_results(
+    settings: Settings, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "--quick", "--runs", "1",
+         "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup",
+         "--out", str(tmp_path), "--local-dir", str(tmp_path / "local")],
+        cwd=ROOT, env=settings_env(settings, LOG_LEVEL="WARNING"),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (result,) = tmp_path.glob("bench-*.json")
+    figures = json.loads(result.read_text())["results"]
+    assert set(figures) == {"ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup"}
+    assert figures["drain-2x2"][0]["jobs_per_second"] > 0
+    assert figures["pickup"][0]["p99_ms"] >= figures["pickup"][0]["p50_ms"] > 0
+    assert "drain-2x2" in done.stdout and "median" in done.stdout
