@@ -45,3 +45,14 @@ def test_lease_renewal_extends_only_current_leases(ctx: Context) -> None:
     held = execution.renew_leases(ctx, [claimed.lease_token, uuid.uuid4()])
     assert held == {claimed.id: False}
     assert job_row(ctx, job_id).lease_expires_at >= before
+
+
+def test_results_postgres_cannot_store_are_refused_up_front() -> None:
+    import pytest
+
+    for result in ("a\x00b", {"nested": ["\x00"]}, {1, 2}):
+        with pytest.raises(execution.ResultNotSerialisable):
+            execution.encode_result(result)
+    assert execution.encode_result({"text": "\\u0000 as six characters"}) == (
+        '{"text":"\\\\u0000 as six characters"}'
+    )

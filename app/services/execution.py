@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -63,11 +64,19 @@ def claim(
     return claimed
 
 
+# An escaped NUL: \u0000 preceded by an even number of backslashes (so not a literal "\\u").
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def encode_result(result: Any) -> str:
     try:
-        return orjson.dumps(result).decode()
+        encoded = orjson.dumps(result).decode()
     except TypeError as exc:
         raise ResultNotSerialisable(f"the task's result is not JSON-serialisable: {exc}") from exc
+    if _NUL.search(encoded):
+        # Postgres' jsonb cannot hold a NUL character; storing it would fail every retry.
+        raise ResultNotSerialisable("the task's result contains a NUL character (\\u0000)")
+    return encoded
 
 
 def complete(ctx: Context, lease: Lease, result_json: str) -> bool:

@@ -122,7 +122,7 @@ class JobLoop:
             return 0
         list_key, first = popped
         ids = [first, *self.take_more(list_key)]
-        batch = self.claim(ids)
+        batch = self.claim(list_key, ids)
         ran = 0
         try:
             for job in batch:
@@ -131,8 +131,11 @@ class JobLoop:
                 with log_context(
                     job_id=str(job.id), worker_id=self.worker_id, queue=job.queue, task=job.task
                 ):
-                    self.settle(job, self.execute(job))
-                ran += 1
+                    outcome = self.execute(job)
+                    # Started is started: whatever happens while recording it, this job is
+                    # never handed back as unstarted (it would run twice on one attempt).
+                    ran += 1
+                    self.settle(job, outcome)
         finally:
             self.flush()
             self.release(batch[ran:])
@@ -166,8 +169,13 @@ class JobLoop:
             return []
         return more
 
-    def claim(self, ids: list[str]) -> list[Claimed]:
-        claimed = execution.claim(self.ctx, ids, self.worker_id)
+    def claim(self, list_key: str, ids: list[str]) -> list[Claimed]:
+        try:
+            claimed = execution.claim(self.ctx, ids, self.worker_id)
+        except DBAPIError:
+            # Postgres is away: the ids go back where they were rather than wait for the sweep.
+            dispatch_pop.push_front(self.ctx.redis.client, list_key, ids)
+            raise
         if len(claimed) < len(ids):
             # Stale (cancelled, deleted, already run) or duplicate ids: harmless, counted.
             self.counters.add(skipped=len(ids) - len(claimed))
