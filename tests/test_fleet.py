@@ -74,7 +74,8 @@ def test_a_duplicate_id_in_redis_runs_the_job_once(ctx: Context, start_fleet: An
     fleet = start_fleet(processes=1, threads=2)
     wait_until(lambda: all_done(ctx, 1))
     wait_until(lambda: ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 0)
-    wait_until(lambda: sum(w["skipped"] for w in workers_of(ctx, fleet.host)) == 2)
+    # At least the two duplicates were dropped (a first-start rebuild may add one more).
+    wait_until(lambda: sum(w["skipped"] for w in workers_of(ctx, fleet.host)) >= 2)
     assert runs_per_job(ctx) == {job_id: 1}
     assert job_row(ctx, job_id).attempts == 1
     assert len(attempts(ctx, job_id)) == 1
