@@ -133,3 +133,16 @@ def test_lease_needs_the_worker_scope_and_valid_input(
     headers = worker_headers(make_key)
     for body in ({"wait_seconds": 31}, {"lease_seconds": 0}, {"worker_id": ""}):
         assert lease(client, headers, **body).status_code == 422, body
+
+
+def test_ack_with_a_result_postgres_cannot_store_is_422(
+    client: TestClient, make_key: Any, ctx: Context
+) -> None:
+    headers = worker_headers(make_key)
+    job_id = submit(ctx, task="anything")
+    token = lease(client, headers).json()["lease_token"]
+    bad = client.post(
+        f"/jobs/{job_id}/ack", json={"lease_token": token, "result": "a\u0000b"}, headers=headers
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "result"]
+    assert job_row(ctx, job_id).status == "processing"  # still leased: the worker may nack

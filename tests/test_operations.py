@@ -323,7 +323,7 @@ def test_every_panel_and_alert_evaluates_on_a_real_prometheus(
     )
     reply = post(live_api, "/jobs/batch", producer, {"jobs": batch})
     assert reply["created"] == len(batch)
-    post(live_api, f"/jobs/{reply['results'][-1]['job']['id']}/cancel", producer)
+    post(live_api, f"/jobs/{reply['results'][-1]['id']}/cancel", producer)
     wait_until(
         lambda: finished(ctx, {"completed": 33, "failed": 4, "cancelled": 1}),
         timeout=30,

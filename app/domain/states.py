@@ -28,8 +28,10 @@ DELETABLE = frozenset(JobStatus) - {JobStatus.PROCESSING}
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
     JobStatus.SCHEDULED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
+    # -> queued: a worker that is stopping hands back a claimed job it never started.
     JobStatus.PROCESSING: frozenset(
         {
+            JobStatus.QUEUED,
             JobStatus.COMPLETED,
             JobStatus.SCHEDULED,
             JobStatus.FAILED,

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.dispatch import aio
 from app.dispatch.pop import ready_lists
-from app.domain.errors import JobNotFound, LeaseLost
+from app.domain.errors import InvalidRequest, JobNotFound, LeaseLost
 from app.domain.schemas import JobOut
 from app.domain.states import AttemptOutcome
 from app.services import execution
@@ -77,8 +77,15 @@ def _lease(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID) -> claims.Le
 
 
 def ack(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any) -> None:
+    try:
+        encoded = execution.encode_result(result)
+    except execution.ResultNotSerialisable as exc:
+        raise InvalidRequest(
+            str(exc),
+            errors=[{"loc": ["body", "result"], "msg": str(exc), "type": "value_error"}],
+        ) from None
     lease = _lease(ctx, job_id, lease_token)
-    if not execution.complete(ctx, lease, execution.encode_result(result)):
+    if not execution.complete(ctx, lease, encoded):
         raise _lost(ctx, job_id)
 
 

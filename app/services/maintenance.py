@@ -30,6 +30,7 @@ from app.store import maintenance as store
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+RETENTION_ROUNDS = 50
 REBUILD_BATCH = 5000
 HEAD_SAMPLE = 10
 # A promoted or requeued job is pushed moments after its run_at; this much slack keeps the
@@ -185,14 +186,20 @@ class Retention:
     interval: float = 60.0
 
     def run_once(self, now: float) -> int:
+        """Batches of BATCH, one transaction each, until caught up or RETENTION_ROUNDS: a
+        round keeps up with many thousand jobs a minute without one long transaction."""
         settings = self.ctx.settings
-        with self.ctx.db.transaction() as session:
-            deleted = store.delete_finished(
-                session, ["completed", "cancelled"], settings.retention_seconds, BATCH
-            )
-            deleted += store.delete_finished(
-                session, ["failed"], settings.dlq_retention_seconds, BATCH
-            )
+        deleted = 0
+        for statuses, age in (
+            (["completed", "cancelled"], settings.retention_seconds),
+            (["failed"], settings.dlq_retention_seconds),
+        ):
+            for _ in range(RETENTION_ROUNDS):
+                with self.ctx.db.transaction() as session:
+                    removed = store.delete_finished(session, statuses, age, BATCH)
+                deleted += removed
+                if removed < BATCH:
+                    break
         return deleted
 
 

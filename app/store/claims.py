@@ -238,23 +238,27 @@ _UNCLAIM = text(
         SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS i(id, token)
     )
     UPDATE jobs j
-       SET status = 'queued', attempts = j.attempts - 1, lease_token = NULL,
+       SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
+           finished_at = CASE WHEN j.cancel_requested THEN now() END,
+           attempts = j.attempts - 1, lease_token = NULL,
            lease_expires_at = NULL, worker_id = NULL, started_at = NULL, updated_at = now()
       FROM input i
      WHERE j.id = i.id AND j.status = 'processing' AND j.lease_token = i.token
-    RETURNING j.id, j.queue, j.priority, j.run_at
+    RETURNING j.id, j.queue, j.priority, j.run_at, j.status
     """
 )
 
 
 def unclaim(session: Session, leases: list[Lease]) -> list[tuple[uuid.UUID, str, int]]:
-    """Undo claims of jobs that never started (fenced): queued again, the attempt not counted.
-    Returns (id, queue, priority) in the order the jobs became ready."""
+    """Undo claims of jobs that never started (fenced): queued again, the attempt not counted
+    (cancelled instead, if that was asked meanwhile). Returns (id, queue, priority) of the
+    queued ones, in the order they became ready."""
     rows = session.execute(
         _UNCLAIM,
         {"ids": [str(x.id) for x in leases], "tokens": [str(x.lease_token) for x in leases]},
     ).all()
-    return [(r.id, r.queue, r.priority) for r in sorted(rows, key=lambda r: r.run_at)]
+    queued = [r for r in rows if r.status == "queued"]
+    return [(r.id, r.queue, r.priority) for r in sorted(queued, key=lambda r: r.run_at)]
 
 
 _EXTEND = text(
