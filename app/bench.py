@@ -240,6 +240,7 @@ def drain(
     if history:
         with stack.ctx.db.transaction() as session:
             readout.seed_history(session, history)
+        readout.vacuum(stack.settings.database_url)
     queue = f"drain{processes}x{threads}"
     stack.enqueue(queue, sizes.drain_jobs)
     fleet = stack.start_fleet(processes, threads, queue)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 
@@ -78,5 +78,14 @@ def seed_history(session: Session, count: int) -> None:
         ),
         {"n": count},
     )
-    session.execute(text("ANALYZE jobs"))
-    session.execute(text("ANALYZE job_attempts"))
+
+
+def vacuum(database_url: str) -> None:
+    """VACUUM ANALYZE the job tables, as autovacuum would have long done to old history, so
+    that it does not run in the middle of a measurement instead."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("VACUUM ANALYZE jobs, job_attempts"))
+    finally:
+        engine.dispose()

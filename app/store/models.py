@@ -73,7 +73,8 @@ class Job(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
-        Index("ix_jobs_status_run_at", "status", "run_at"),
+        # The promoter's "due scheduled jobs"; finished jobs stay out of it (migration 0002).
+        Index("ix_jobs_scheduled_run_at", "run_at", postgresql_where=text("status = 'scheduled'")),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_created", "created_at", "id"),
         # The reconciler rebuilds ready lists in priority and FIFO order from this one.
