@@ -84,7 +84,7 @@ def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter)
     except ValidationError:
         parsed = [_parse_one(position, raw) for position, raw in enumerate(body.jobs)]
     valid = [item for item in parsed if isinstance(item, JobCreate)]
-    outcomes = iter(jobs.submit_many(ctx, principal, valid) if valid else [])
+    outcomes = iter(jobs.submit_many(ctx, principal, valid, full=False) if valid else [])
     results = []
     for item in parsed:
         if isinstance(item, BatchItem):
@@ -95,9 +95,8 @@ def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter)
             results.append(BatchItem(status=outcome.status, problem=problem_body(outcome)))
         else:
             status_code = 201 if outcome.created else 200
-            results.append(
-                BatchItem(status=status_code, id=outcome.job.id, job_status=outcome.job.status)
-            )
+            record = outcome.record
+            results.append(BatchItem(status=status_code, id=record.id, job_status=record.status))
     return BatchReply(results=results, created=sum(1 for r in results if r.status == 201))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Submitted:
-    job: JobOut
+    record: Any  # the job's row: all of it for a single submit, the brief columns in a batch
     created: bool  # False: the idempotency key returned an existing job
+
+    @property
+    def job(self) -> JobOut:
+        return JobOut.model_validate(self.record)
 
 
 def _announcement(job: Any) -> Announcement:
@@ -86,40 +91,40 @@ def _conflict(new: job_store.NewJob, existing: Any) -> IdempotencyConflict:
 
 
 def submit_many(
-    ctx: Context, principal: Principal, requests: Sequence[JobCreate]
+    ctx: Context, principal: Principal, requests: Sequence[JobCreate], full: bool = True
 ) -> list[Submitted | IdempotencyConflict]:
     """Submit jobs in one transaction and one pipelined push; one result per request, in
     order: the new job, the existing job of a reused key, or the conflict of a key reused
-    for a different request."""
+    for a different request. `full=False` reads back only what a batch reply shows."""
     news = [_new_job(ctx, principal, request) for request in requests]
     with ctx.db.transaction() as session:
-        inserted = job_store.insert_jobs(session, news)
+        inserted = job_store.insert_jobs(session, news, full)
         taken = [n for n in news if n.id not in inserted]
         existing: dict[str, Any] = {}
         if taken:
             keys = [n.idempotency_key for n in taken if n.idempotency_key is not None]
-            existing = job_store.get_by_idempotency_keys(session, principal.tenant, keys)
+            existing = job_store.get_by_idempotency_keys(session, principal.tenant, keys, full)
             # A job holding a key was deleted between our insert and our read: insert again.
             orphans = [n for n in taken if n.idempotency_key not in existing]
             if orphans:
-                inserted.update(job_store.insert_jobs(session, orphans))
+                inserted.update(job_store.insert_jobs(session, orphans, full))
     results: list[Submitted | IdempotencyConflict] = []
     for new in news:
         if new.id in inserted:
-            results.append(Submitted(JobOut.model_validate(inserted[new.id]), created=True))
+            results.append(Submitted(inserted[new.id], created=True))
             continue
         found = existing[new.idempotency_key or ""]
         if found.request_fingerprint != new.fingerprint:
             results.append(_conflict(new, found))
         else:
-            results.append(Submitted(JobOut.model_validate(found), created=False))
+            results.append(Submitted(found, created=False))
     created = list(inserted.values())
     announce_after_commit(ctx, created)
     observed = metrics()
-    for job in created:
-        observed.jobs_created.labels(job.queue, job.task).inc()
+    for (queue, task), count in Counter((job.queue, job.task) for job in created).items():
+        observed.jobs_created.labels(queue, task).inc(count)
     if len(results) == 1 and isinstance(results[0], Submitted):
-        only = results[0].job
+        only = results[0].record
         bind(tenant=principal.tenant, job_id=str(only.id), queue=only.queue, task=only.task)
     log.info(
         "jobs created",

@@ -49,11 +49,13 @@ JOB_COLUMNS = (
     "finished_at"
 )
 
+# What a batch submit needs back of each job; a single submit returns the whole job.
+BRIEF_COLUMNS = "id, status, queue, task, priority, run_at, idempotency_key, request_fingerprint"
+
 # One statement for one job or a thousand: the rows travel as arrays, so the statement text
 # (and its plan) never changes with the batch size. run_at is now() unless the job asked for
 # a later time; a job whose run_at is in the future starts scheduled.
-_INSERT = text(
-    f"""
+_INSERT = """
     WITH input AS (
         SELECT * FROM unnest(
             CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:queues AS text[]),
@@ -76,12 +78,15 @@ _INSERT = text(
            key, fingerprint, retries, timeout, ready_at
       FROM timed ORDER BY position
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING {JOB_COLUMNS}
+    RETURNING {columns}
     """
-)
+_INSERT_FULL = text(_INSERT.format(columns=JOB_COLUMNS))
+_INSERT_BRIEF = text(_INSERT.format(columns=BRIEF_COLUMNS))
 
 
-def insert_jobs(session: Session, jobs: list[NewJob]) -> dict[uuid.UUID, Row[Any]]:
+def insert_jobs(
+    session: Session, jobs: list[NewJob], full: bool = True
+) -> dict[uuid.UUID, Row[Any]]:
     """Insert jobs in one statement; returns the inserted rows by the ids given. A job whose
     idempotency key is taken is absent from the result.
 
@@ -89,7 +94,7 @@ def insert_jobs(session: Session, jobs: list[NewJob]) -> dict[uuid.UUID, Row[Any
     caller's follow-up read always finds the winner: there is no check-then-insert window.
     """
     rows = session.execute(
-        _INSERT,
+        _INSERT_FULL if full else _INSERT_BRIEF,
         {
             "ids": [str(j.id) for j in jobs],
             "tenants": [j.tenant for j in jobs],
@@ -109,10 +114,13 @@ def insert_jobs(session: Session, jobs: list[NewJob]) -> dict[uuid.UUID, Row[Any
     return {row.id: row for row in rows}
 
 
-def get_by_idempotency_keys(session: Session, tenant: str, keys: list[str]) -> dict[str, Row[Any]]:
+def get_by_idempotency_keys(
+    session: Session, tenant: str, keys: list[str], full: bool = True
+) -> dict[str, Row[Any]]:
+    columns = JOB_COLUMNS if full else BRIEF_COLUMNS
     rows = session.execute(
         text(
-            f"SELECT {JOB_COLUMNS} FROM jobs "
+            f"SELECT {columns} FROM jobs "
             "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
         ),
         {"tenant": tenant, "keys": keys},
