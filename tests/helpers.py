@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,10 +70,7 @@ class LiveAPI:
         if self.process.poll() is not None:
             err = self.process.stderr.read().decode() if self.process.stderr else ""
             raise AssertionError(f"API exited with {self.process.returncode}: {err[-2000:]}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers(self.url)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -129,3 +127,58 @@ class LiveFleet:
             self.process.kill()
             self.process.wait()
             raise
+
+
+def answers(url: str) -> bool:
+    """True when GET <url>/health answers 200."""
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+class LiveDev:
+    """A real `python -m app dev`: read its banner, wait for its API, stop it with Ctrl-C."""
+
+    def __init__(self, settings: object, local_dir: Path, **overrides: str) -> None:
+        self.port = free_port()
+        self.host = f"dev-{self.port}"
+        env = settings_env(
+            settings,
+            API_PORT=str(self.port),
+            FLEET_HOST=self.host,
+            FLEET_METRICS_PORT="0",
+            WORKER_PROCESSES="1",
+            LOG_LEVEL="WARNING",
+            **overrides,
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "dev", "--local-dir", str(local_dir)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.banner: list[str] = []
+        for line in self.process.stdout:
+            self.banner.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        keys = [line.split()[-1] for line in self.banner if "demo key" in line]
+        assert keys, f"dev printed no demo key: {''.join(self.banner)}"
+        self.key = keys[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(lambda: answers(self.url), timeout=30)
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a person would: the exit status once everything stopped."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from app.services.context import Context
 from app.settings import Settings
-from tests.helpers import ROOT, free_port, settings_env, wait_until
+from tests.helpers import ROOT, LiveDev, free_port
 
 pytestmark = pytest.mark.live
 
@@ -58,40 +55,9 @@ def crossed(metric: dict[str, Any]) -> dict[str, bool]:
 def test_smoke_profile_passes_and_its_thresholds_catch_a_broken_run(
     settings: Settings, ctx: Context, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = settings_env(
-        settings,
-        API_PORT=str(port),
-        FLEET_HOST=f"load-{port}",
-        FLEET_METRICS_PORT="0",
-        WORKER_PROCESSES="1",
-        LOG_LEVEL="WARNING",
-    )
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "app", "dev", "--local-dir", str(tmp_path / "local")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    dev = LiveDev(settings, tmp_path / "local")
     try:
-        assert dev.stdout is not None
-        lines: list[str] = []
-        for line in dev.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
-        keys = [line.split()[-1] for line in lines if "demo key" in line]
-        assert keys, f"dev printed no demo key: {''.join(lines)}"
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{base}/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, timeout=30)
+        base, keys = dev.url, [dev.key]
 
         # A short smoke run: every threshold holds, and the jobs really ran.
         summary = tmp_path / "smoke.json"
@@ -148,11 +114,6 @@ def test_smoke_profile_passes_and_its_thresholds_catch_a_broken_run(
         assert "start it with ./scripts/dev.sh" in dead.stderr
         assert not dead_summary.exists()
 
-        dev.send_signal(signal.SIGINT)
-        assert dev.wait(timeout=60) == 0
+        assert dev.interrupt() == 0
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
-        if dev.stdout is not None:
-            dev.stdout.close()
+        dev.close()
