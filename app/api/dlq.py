@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ContextDep, Reader, Writer
 from app.api.jobs import PROBLEM
+from app.domain.filters import JobFilter
 from app.domain.schemas import JobOut, JobPage, QueueName, TaskName
 from app.domain.states import JobStatus
 from app.services import dlq, jobs
-from app.store.jobs import JobFilter
 
 router = APIRouter(prefix="/dlq", tags=["dead-letter queue"])
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from app.api.deps import BatchSubmitter, ContextDep, Reader, Submitter, Writer
 from app.api.problems import invalid_item, problem_body
 from app.domain.errors import InvalidRequest, JobfleetError
+from app.domain.filters import JobFilter
 from app.domain.schemas import (
     MAX_BATCH,
     BatchItem,
@@ -23,7 +24,6 @@ from app.domain.schemas import (
 )
 from app.domain.states import JobStatus
 from app.services import jobs
-from app.store.jobs import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

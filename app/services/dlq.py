@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from app.domain.errors import InvalidTransition, JobNotFound
+from app.domain.filters import JobFilter
 from app.domain.schemas import JobOut
 from app.domain.states import JobStatus
 from app.logging import bind
@@ -13,7 +14,6 @@ from app.services.auth import Principal
 from app.services.context import Context
 from app.services.jobs import announce_after_commit
 from app.store import jobs as job_store
-from app.store.jobs import JobFilter
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import redis
 from app.dispatch.push import Announcement, announce
 from app.domain.cursor import decode_cursor, encode_cursor
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from app.domain.filters import JobFilter
 from app.domain.schemas import AttemptOut, JobCreate, JobDetail, JobOut, JobPage
 from app.domain.states import CANCELLABLE, DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
@@ -164,7 +165,7 @@ def get(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobDetail:
 def list_page(
     ctx: Context,
     principal: Principal,
-    where: job_store.JobFilter,
+    where: JobFilter,
     limit: int,
     offset: int,
     cursor: str | None,

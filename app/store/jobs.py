@@ -13,6 +13,7 @@ import orjson
 from sqlalchemy import Row, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from app.domain.filters import JobFilter
 from app.domain.states import JobStatus
 from app.store.maintenance import queues_with_queued_jobs as maintenance_queues
 from app.store.models import Job, JobAttempt
@@ -32,14 +33,6 @@ class NewJob:
     timeout_seconds: int
     run_at: datetime | None
     delay_seconds: float | None
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    tenant: str | None  # None: every tenant (admin)
-    status: JobStatus | None = None
-    queue: str | None = None
-    task: str | None = None
 
 
 JOB_COLUMNS = (
