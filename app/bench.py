@@ -110,6 +110,7 @@ class Stack:
         if keys:
             client.delete(*keys)
         client.close()
+        readout.checkpoint(self.settings.database_url)
         self.ctx = Context(self.settings)
         _, self.key = auth.create_key(self.ctx, "bench", [auth.Scope.PRODUCER])
         self.principal = auth.authenticate(self.ctx, f"Bearer {self.key}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 
@@ -87,5 +88,19 @@ def vacuum(database_url: str) -> None:
     try:
         with engine.connect() as connection:
             connection.execute(text("VACUUM ANALYZE jobs, job_attempts"))
+    finally:
+        engine.dispose()
+
+
+def checkpoint(database_url: str) -> None:
+    """Flush dirty pages now, so that no run pays for the previous run's writes (a checkpoint
+    in the middle of a measurement rewrites whole pages to the WAL). Needs a superuser or
+    pg_checkpoint; without the right, runs simply share the server's own checkpoints."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("CHECKPOINT"))
+    except DBAPIError:
+        pass
     finally:
         engine.dispose()
