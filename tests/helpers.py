@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -50,6 +50,16 @@ def settings_env(settings: object, **overrides: str) -> dict[str, str]:
     return env
 
 
+def terminate(process: subprocess.Popen[Any], timeout: float = 15) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 class LiveAPI:
     """A real `python -m app api` process on a free port."""
 
@@ -73,12 +83,7 @@ class LiveAPI:
         return answers(self.url)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         if self.process.stderr:
             self.process.stderr.close()
 

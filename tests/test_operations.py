@@ -43,7 +43,7 @@ from app.services.context import Context
 from app.services.gauges import FleetGauges
 from app.settings import Settings
 from tests.fleet_support import PRODUCER, start_fleet, statuses, workers_of
-from tests.helpers import ROOT, LiveAPI, free_port, wait_until
+from tests.helpers import ROOT, LiveAPI, free_port, terminate, wait_until
 
 __all__ = ["start_fleet"]
 
@@ -252,12 +252,7 @@ class Prometheus:
         return self.get("/api/v1/query", query=promql)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         self.log.close()
 
 
