@@ -40,3 +40,46 @@ def test_fifty_concurrent_posts_with_one_key_create_one_job(
     with ctx.db.transaction() as session:
         assert session.scalar(text("SELECT count(*) FROM jobs")) == 1
     assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 1
+
+
+def test_concurrent_single_submits_of_two_tenants_each_commit_once(
+    live_api: LiveAPI, make_key: Any, ctx: Context
+) -> None:
+    # Submits that arrive together share a commit; each must still get its own job, of its
+    # own tenant, and a job with a reused key must come back as the same job.
+    tenants = {name: {"Authorization": f"Bearer {make_key(name)}"} for name in ("acme", "globex")}
+    start = threading.Barrier(40)
+    results: list[tuple[str, int, int, str]] = []
+    lock = threading.Lock()
+
+    def post(tenant: str, thread: int) -> None:
+        with httpx.Client(base_url=live_api.url, timeout=30) as http:
+            start.wait()
+            for n in range(10):
+                body = {"task": "echo", "payload": {"thread": thread, "n": n}}
+                if n == 0:
+                    body["idempotency_key"] = f"{tenant}-shared"
+                    body["payload"] = {"shared": True}
+                response = http.post("/jobs", json=body, headers=tenants[tenant])
+                with lock:
+                    results.append((tenant, n, response.status_code, response.json()["id"]))
+
+    threads = [
+        threading.Thread(target=post, args=(tenant, i)) for i in range(20) for tenant in tenants
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(results) == 400
+    for tenant in tenants:
+        shared = [(status, job) for t, n, status, job in results if t == tenant and n == 0]
+        assert sorted(status for status, _ in shared) == [200] * 19 + [201]
+        assert len({job for _, job in shared}) == 1
+        others = [status for t, n, status, _ in results if t == tenant and n > 0]
+        assert others == [201] * 180
+    with ctx.db.transaction() as session:
+        counts = dict(session.execute(text("SELECT tenant, count(*) FROM jobs GROUP BY 1")).all())
+    assert counts == {"acme": 181, "globex": 181}
+    assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 362

@@ -138,6 +138,10 @@ def test_keys_are_per_tenant(client: TestClient, make_key: Any) -> None:
         ({"task": "echo", "run_at": "2030-01-01T00:00:00"}, ["body", "run_at"]),
         ({"task": "echo", "unknown_field": 1}, ["body", "unknown_field"]),
         ({"task": "echo", "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, ["body"]),
+        # Postgres cannot store a NUL character: refused here, not as a failed INSERT.
+        ({"task": "echo", "payload": {"note": "a\u0000b"}}, ["body", "payload"]),
+        ({"task": "echo", "payload": {"a\u0000": 1}}, ["body", "payload"]),
+        ({"task": "echo", "idempotency_key": "k\u0000"}, ["body", "idempotency_key"]),
         (["not", "an", "object"], ["body"]),
     ],
 )

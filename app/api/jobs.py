@@ -44,7 +44,7 @@ PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
         429: {"description": "Rate limited; see Retry-After", **PROBLEM},
     },
 )
-def submit_job(
+async def submit_job(
     body: JobCreate,
     response: Response,
     ctx: ContextDep,
@@ -64,7 +64,7 @@ def submit_job(
                 ],
             )
         body = body.model_copy(update={"idempotency_key": idempotency_key})
-    submitted = jobs.submit(ctx, principal, body)
+    submitted = await jobs.submit_grouped(ctx, principal, body)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return submitted.job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    field_validator,
     model_validator,
 )
 
@@ -21,10 +23,19 @@ from app.domain.states import AttemptOutcome, JobStatus
 
 QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TaskName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+# Postgres text cannot hold a NUL character.
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
 Priority = Annotated[int, Field(ge=0, le=9)]
 
 MAX_BATCH = 1000
+
+# An escaped NUL in JSON text: \u0000 after an even number of backslashes (not a literal "\\u").
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(json_text: str) -> bool:
+    """Whether JSON text holds a NUL character, which Postgres' jsonb refuses."""
+    return "\\u0000" in json_text and _ESCAPED_NUL.search(json_text) is not None
 
 
 class JobCreate(BaseModel):
@@ -41,6 +52,13 @@ class JobCreate(BaseModel):
     delay_seconds: float | None = Field(None, ge=0, le=366 * 86_400)
     max_retries: int | None = Field(None, ge=0, le=100)
     timeout_seconds: int | None = Field(None, ge=1)
+
+    @field_validator("payload")
+    @classmethod
+    def _storable(cls, payload: JsonValue) -> JsonValue:
+        if has_nul(orjson.dumps(payload).decode()):
+            raise ValueError("the payload holds a NUL character (\\u0000); Postgres refuses it")
+        return payload
 
     @model_validator(mode="after")
     def _one_way_to_delay(self) -> JobCreate:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ import orjson
 from app.dispatch.pop import push_front
 from app.dispatch.push import Announcement, announce
 from app.domain.policy import DeadLetter, decide
+from app.domain.schemas import has_nul
 from app.domain.states import AttemptOutcome, JobStatus
 from app.metrics import metrics
 from app.services.context import Context
@@ -64,16 +64,12 @@ def claim(
     return claimed
 
 
-# An escaped NUL: \u0000 preceded by an even number of backslashes (so not a literal "\\u").
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def encode_result(result: Any) -> str:
     try:
         encoded = orjson.dumps(result).decode()
     except TypeError as exc:
         raise ResultNotSerialisable(f"the task's result is not JSON-serialisable: {exc}") from exc
-    if _NUL.search(encoded):
+    if has_nul(encoded):
         # Postgres' jsonb cannot hold a NUL character; storing it would fail every retry.
         raise ResultNotSerialisable("the task's result contains a NUL character (\\u0000)")
     return encoded

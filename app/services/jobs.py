@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.dispatch.push import Announcement, announce
 from app.domain.cursor import decode_cursor, encode_cursor
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from app.domain.filters import JobFilter
-from app.domain.schemas import AttemptOut, JobCreate, JobDetail, JobOut, JobPage
+from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut, JobPage
 from app.domain.states import CANCELLABLE, DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
 from app.metrics import metrics
 from app.services.auth import Principal
 from app.services.context import Context
+from app.services.groupcommit import GroupCommit
 from app.store import jobs as job_store
 
 log = logging.getLogger(__name__)
@@ -124,9 +126,6 @@ def submit_many(
     observed = metrics()
     for (queue, task), count in Counter((job.queue, job.task) for job in created).items():
         observed.jobs_created.labels(queue, task).inc(count)
-    if len(results) == 1 and isinstance(results[0], Submitted):
-        only = results[0].record
-        bind(tenant=principal.tenant, job_id=str(only.id), queue=only.queue, task=only.task)
     log.info(
         "jobs created",
         extra={"action": "job_created", "tenant": principal.tenant, "count": len(created)},
@@ -136,8 +135,37 @@ def submit_many(
 
 def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
     (result,) = submit_many(ctx, principal, [request])
+    return _single(principal, result)
+
+
+SingleSubmit = tuple[Context, Principal, JobCreate]
+
+
+def _submit_group(group: Sequence[SingleSubmit]) -> list[Submitted | IdempotencyConflict]:
+    ctx, principal, _ = group[0]  # a group shares its context and tenant (its key)
+    return submit_many(ctx, principal, [request for _, _, request in group])
+
+
+# Single submits that arrive together share a transaction and a push (see groupcommit). Only a
+# payload Postgres refuses could fail one item of a group, and the schema rejects those first;
+# DataError is isolated all the same, so one such request can never fail its neighbours.
+_single_submits: GroupCommit[SingleSubmit, Submitted | IdempotencyConflict] = GroupCommit(
+    "submit", _submit_group, max_items=MAX_BATCH, isolate=(DataError, IntegrityError)
+)
+
+
+async def submit_grouped(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
+    """Submit one job, sharing the commit with whatever other submits this process has in
+    flight. Returns only after the job's row is committed."""
+    result = await _single_submits.run((id(ctx), principal.tenant), (ctx, principal, request))
+    return _single(principal, result)
+
+
+def _single(principal: Principal, result: Submitted | IdempotencyConflict) -> Submitted:
     if isinstance(result, IdempotencyConflict):
         raise result
+    job = result.record
+    bind(tenant=principal.tenant, job_id=str(job.id), queue=job.queue, task=job.task)
     return result
 
 
