@@ -28,6 +28,7 @@ import httpx
 import redis
 from sqlalchemy.engine import make_url
 
+from app.benchload import Load, closed_loop
 from app.dispatch.ceiling import push_pop_rate
 from app.domain.schemas import JobCreate
 from app.domain.states import DELETABLE
@@ -53,9 +54,10 @@ class Sizes:
     pickup_rate: float = 200.0
     history_jobs: int = 100_000
     ceiling_seconds: float = 3.0
+    load_processes: int = 2  # of the HTTP load generator
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5)
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2)
 
 
 def _free_port() -> int:
@@ -179,33 +181,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 def submit_http(stack: Stack, sizes: Sizes) -> dict[str, float]:
     url = stack.start_api()
-    headers = {"Authorization": f"Bearer {stack.key}"}
-    latencies: list[float] = []
-    remaining = [sizes.http_jobs]
-
-    async def client() -> None:
-        limits = httpx.Limits(max_connections=1)
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as http:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                began = time.perf_counter()
-                response = await http.post("/jobs", json={"task": "noop", "queue": "http"})
-                latencies.append(time.perf_counter() - began)
-                if response.status_code != 201:
-                    raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
-
-    async def run() -> float:
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(sizes.http_clients)))
-        return time.perf_counter() - began
-
-    elapsed = asyncio.run(run())
+    load = Load(
+        url=url,
+        headers={"Authorization": f"Bearer {stack.key}"},
+        path="/jobs",
+        body={"task": "noop", "queue": "http"},
+        expect=201,
+        requests=sizes.http_jobs,
+        clients=sizes.http_clients,
+    )
+    measured = closed_loop(load, sizes.load_processes)
     stack.stop(stack.processes[-1])
     assert stack.count("http", "queued") == sizes.http_jobs
     return {
-        "jobs_per_second": sizes.http_jobs / elapsed,
-        "p50_ms": _percentile(latencies, 50) * 1000,
-        "p99_ms": _percentile(latencies, 99) * 1000,
+        "jobs_per_second": sizes.http_jobs / measured.seconds,
+        "p50_ms": _percentile(measured.latencies, 50) * 1000,
+        "p99_ms": _percentile(measured.latencies, 99) * 1000,
     }
 
 
