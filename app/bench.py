@@ -55,9 +55,10 @@ class Sizes:
     history_jobs: int = 100_000
     ceiling_seconds: float = 3.0
     load_processes: int = 2  # of the HTTP load generator
+    batch_clients: int = 8
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2)
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4)
 
 
 def _free_port() -> int:
@@ -202,28 +203,20 @@ def submit_http(stack: Stack, sizes: Sizes) -> dict[str, float]:
 
 def submit_batch(stack: Stack, sizes: Sizes) -> dict[str, float]:
     url = stack.start_api()
-    headers = {"Authorization": f"Bearer {stack.key}"}
-    body = {"jobs": [{"task": "noop", "queue": "batch"}] * sizes.batch_size}
     requests = sizes.batch_jobs // sizes.batch_size
-    remaining = [requests]
-
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                response = await http.post("/jobs/batch", json=body)
-                if response.status_code != 200 or response.json()["created"] != sizes.batch_size:
-                    raise RuntimeError(f"batch failed: {response.status_code}")
-
-    async def run() -> float:
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(4)))
-        return time.perf_counter() - began
-
-    elapsed = asyncio.run(run())
+    load = Load(
+        url=url,
+        headers={"Authorization": f"Bearer {stack.key}"},
+        path="/jobs/batch",
+        body={"jobs": [{"task": "noop", "queue": "batch"}] * sizes.batch_size},
+        expect=200,
+        requests=requests,
+        clients=sizes.batch_clients,
+    )
+    measured = closed_loop(load, sizes.load_processes)
     stack.stop(stack.processes[-1])
     assert stack.count("batch", "queued") == requests * sizes.batch_size
-    return {"jobs_per_second": requests * sizes.batch_size / elapsed}
+    return {"jobs_per_second": requests * sizes.batch_size / measured.seconds}
 
 
 def drain(

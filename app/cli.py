@@ -25,17 +25,9 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
 
     # Before uvicorn imports the app: every API worker process counts into this directory.
     prepare_multiprocess_dir(settings.metrics_dir, "api")
-    import uvicorn
+    from app.api.serve import serve
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_config=None,
-        access_log=False,
-    )
+    serve(settings.api_host, settings.api_port, settings.api_workers)
     return 0
 
 

@@ -99,6 +99,18 @@ def submit_many(
     """Submit jobs in one transaction and one pipelined push; one result per request, in
     order: the new job, the existing job of a reused key, or the conflict of a key reused
     for a different request. `full=False` reads back only what a batch reply shows."""
+    results = _write(ctx, principal, requests, full)
+    created = sum(1 for result in results if isinstance(result, Submitted) and result.created)
+    log.info(
+        "jobs created",
+        extra={"action": "job_created", "tenant": principal.tenant, "count": created},
+    )
+    return results
+
+
+def _write(
+    ctx: Context, principal: Principal, requests: Sequence[JobCreate], full: bool
+) -> list[Submitted | IdempotencyConflict]:
     news = [_new_job(ctx, principal, request) for request in requests]
     with ctx.db.transaction() as session:
         inserted = job_store.insert_jobs(session, news, full)
@@ -126,15 +138,11 @@ def submit_many(
     observed = metrics()
     for (queue, task), count in Counter((job.queue, job.task) for job in created).items():
         observed.jobs_created.labels(queue, task).inc(count)
-    log.info(
-        "jobs created",
-        extra={"action": "job_created", "tenant": principal.tenant, "count": len(created)},
-    )
     return results
 
 
 def submit(ctx: Context, principal: Principal, request: JobCreate) -> Submitted:
-    (result,) = submit_many(ctx, principal, [request])
+    (result,) = _write(ctx, principal, [request], full=True)
     return _single(principal, result)
 
 
@@ -143,7 +151,7 @@ SingleSubmit = tuple[Context, Principal, JobCreate]
 
 def _submit_group(group: Sequence[SingleSubmit]) -> list[Submitted | IdempotencyConflict]:
     ctx, principal, _ = group[0]  # a group shares its context and tenant (its key)
-    return submit_many(ctx, principal, [request for _, _, request in group])
+    return _write(ctx, principal, [request for _, _, request in group], full=True)
 
 
 # Single submits that arrive together share a transaction and a push (see groupcommit). Only a
@@ -165,7 +173,10 @@ def _single(principal: Principal, result: Submitted | IdempotencyConflict) -> Su
     if isinstance(result, IdempotencyConflict):
         raise result
     job = result.record
+    # Logged here, in the request's context, not by the flusher thread that wrote it.
     bind(tenant=principal.tenant, job_id=str(job.id), queue=job.queue, task=job.task)
+    if result.created:
+        log.info("job created", extra={"action": "job_created", "count": 1})
     return result
 
 

@@ -1,0 +1,102 @@
+"""Serving the API: one uvicorn process, or several workers that each listen on their own
+SO_REUSEPORT socket.
+
+uvicorn's own multi-worker mode shares one listening socket, and the kernel hands new
+connections to whichever worker is waiting last, so a few long-lived clients (a load balancer,
+a producer's connection pool) can all land on one worker while the others idle. With a socket
+per worker in one SO_REUSEPORT group, the kernel spreads connections over the workers by their
+addresses. This supervisor starts the workers, restarts one that dies, and stops them all,
+gracefully, on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import uvicorn
+
+from app.metrics import mark_process_dead
+
+log = logging.getLogger(__name__)
+
+STOP_SECONDS = 30.0  # each worker's grace to finish its requests
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    config = uvicorn.Config(
+        "app.main:create_app", factory=True, host=host, port=port, log_config=None,
+        access_log=False,
+    )  # fmt: skip
+    if workers == 1:
+        uvicorn.Server(config).run()
+    elif port == 0 or not hasattr(socket, "SO_REUSEPORT"):
+        # Each worker would get a port of its own, or the platform cannot share one.
+        uvicorn.run(config.app, factory=True, host=host, port=port, workers=workers,
+                    log_config=None, access_log=False)  # fmt: skip
+    else:
+        _listener(host, port).close()  # a port already taken fails here, not in every worker
+        Supervisor(config, workers).run()
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto given explicitly: the event loop turns on TCP_NODELAY only for IPPROTO_TCP sockets.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config: uvicorn.Config) -> None:
+    sock = _listener(config.host, config.port)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Supervisor:
+    def __init__(self, config: uvicorn.Config, workers: int) -> None:
+        self._config = config
+        self._workers = workers
+        self._spawn = multiprocessing.get_context("spawn")  # no inherited connections
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        processes = [self._start() for _ in range(self._workers)]
+        log.info("API workers started", extra={"action": "api_started", "workers": len(processes)})
+        while not self._stop.is_set():
+            # Wakes when a worker exits; the timeout only lets a signal be noticed.
+            wait([process.sentinel for process in processes], timeout=0.5)
+            for index, process in enumerate(processes):
+                if process.exitcode is not None and not self._stop.is_set():
+                    log.warning(
+                        "API worker died; starting another",
+                        extra={"action": "api_worker_restarted", "pid": process.pid,
+                               "exit_code": process.exitcode},
+                    )  # fmt: skip
+                    mark_process_dead(process.pid or 0)
+                    processes[index] = self._start()
+        for process in processes:
+            process.terminate()  # SIGTERM: uvicorn finishes requests in flight, then exits
+        for process in processes:
+            process.join(STOP_SECONDS)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+
+    def _start(self) -> BaseProcess:
+        process = self._spawn.Process(target=_worker, args=(self._config,), name="api-worker")
+        process.start()
+        return process
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        self._stop.set()
