@@ -26,12 +26,14 @@ from pathlib import Path
 
 import httpx
 import redis
+import uvloop
 from sqlalchemy.engine import make_url
 
 from app.benchload import Load, closed_loop
 from app.dispatch.ceiling import push_pop_rate
 from app.domain.schemas import JobCreate
 from app.domain.states import DELETABLE
+from app.runtime import freeze_startup_objects
 from app.services import auth, jobs
 from app.services.context import Context
 from app.settings import Settings
@@ -268,7 +270,8 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
                 )
             await asyncio.gather(*pending)
 
-    asyncio.run(paced())
+    freeze_startup_objects()  # no full collection of the whole bench may stall the pacing
+    uvloop.run(paced())
     _wait(lambda: stack.count("pickup", "completed") == sizes.pickup_jobs, 120, "the pickups")
     stack.stop(fleet)
     stack.stop(stack.processes[-1])

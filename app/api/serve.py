@@ -23,6 +23,7 @@ from types import FrameType
 import uvicorn
 
 from app.metrics import mark_process_dead
+from app.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def serve(host: str, port: int, workers: int) -> None:
         access_log=False,
     )  # fmt: skip
     if workers == 1:
-        uvicorn.Server(config).run()
+        _run(config)
     elif port == 0 or not hasattr(socket, "SO_REUSEPORT"):
         # Each worker would get a port of its own, or the platform cannot share one.
         uvicorn.run(config.app, factory=True, host=host, port=port, workers=workers,
@@ -57,8 +58,13 @@ def _listener(host: str, port: int) -> socket.socket:
 
 
 def _worker(config: uvicorn.Config) -> None:
-    sock = _listener(config.host, config.port)
-    uvicorn.Server(config).run(sockets=[sock])
+    _run(config, [_listener(config.host, config.port)])
+
+
+def _run(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> None:
+    config.load()  # the app is built here, so that what it built is frozen before serving
+    freeze_startup_objects()
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 class Supervisor:

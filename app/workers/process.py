@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.dispatch import fleet
 from app.logging import configure_logging, log_context
+from app.runtime import freeze_startup_objects
 from app.services import execution
 from app.services.context import Context
 from app.settings import Settings
@@ -82,6 +83,7 @@ class WorkerProcess:
             log.info("worker started", extra={"action": "worker_started"})
             self._refresh_paused()
             self._beat()  # before any claim, so recovery never sees a job of an unknown worker
+            freeze_startup_objects()
             for thread in threads:
                 thread.start()
             self._supervise(threads)
