@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from sqlalchemy.exc import DataError, IntegrityError
+from uuid_utils.compat import uuid7
 
 from app.dispatch.push import Announcement, announce
 from app.domain.cursor import decode_cursor, encode_cursor
@@ -65,7 +66,7 @@ def announce_after_commit(ctx: Context, jobs: Sequence[Any]) -> None:
 def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
     settings = ctx.settings
     return job_store.NewJob(
-        id=uuid.uuid4(),
+        id=uuid7(),
         tenant=principal.tenant,
         queue=request.queue,
         task=request.task,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine, text
@@ -44,6 +45,20 @@ def count_status(session: Session, queue: str, status: str) -> int:
     )
 
 
+def has_unfinished(session: Session, queue: str) -> bool:
+    """Whether any job of the queue is still queued or running. Cheap enough to poll during a
+    measurement (the partial indexes of live jobs), unlike counting finished ones."""
+    return bool(
+        session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND queue = :q) "
+                "OR EXISTS (SELECT 1 FROM jobs WHERE status = 'processing' AND queue = :q)"
+            ),
+            {"q": queue},
+        )
+    )
+
+
 def pickup_milliseconds(session: Session, queue: str) -> list[float]:
     """started_at - created_at (the API's commit time) of every job of the queue, in ms."""
     return [
@@ -58,18 +73,19 @@ def pickup_milliseconds(session: Session, queue: str) -> list[float]:
     ]
 
 
-def seed_history(session: Session, count: int) -> None:
-    """`count` completed jobs with an attempt each, as months of history would leave them."""
+def seed_history(session: Session, ids: list[uuid.UUID]) -> None:
+    """Completed jobs with an attempt each, as months of history would leave them."""
     session.execute(
         text(
             """
             WITH made AS (
-                INSERT INTO jobs (tenant, queue, task, payload, status, attempts, max_retries,
-                                  timeout_seconds, run_at, started_at, finished_at, result)
-                SELECT 'history', 'history', 'noop', '{}', 'completed', 1, 3, 300,
+                INSERT INTO jobs (id, tenant, queue, task, payload, status, attempts,
+                                  max_retries, timeout_seconds, run_at, started_at, finished_at,
+                                  result, created_at)
+                SELECT id, 'history', 'history', 'noop', '{}', 'completed', 1, 3, 300,
                        now() - interval '1 day', now() - interval '1 day',
-                       now() - interval '1 day', 'null'
-                  FROM generate_series(1, :n)
+                       now() - interval '1 day', 'null', now() - interval '1 day'
+                  FROM unnest(CAST(:ids AS uuid[])) AS id
                 RETURNING id, started_at, finished_at
             )
             INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
@@ -77,7 +93,7 @@ def seed_history(session: Session, count: int) -> None:
             SELECT id, 1, 'history', started_at, finished_at, 'completed' FROM made
             """
         ),
-        {"n": count},
+        {"ids": [str(job_id) for job_id in ids]},
     )
 
 

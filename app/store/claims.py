@@ -42,6 +42,10 @@ class Claimed:
         return Lease(self.id, self.lease_token, self.attempt, self.max_retries)
 
 
+# Statements that look jobs up by id test their status as `status || ''`, which no partial
+# index on status can serve. A queue filled since the last ANALYZE looks empty to the planner,
+# which then scans every queued (or running) job to find a handful of ids instead of taking
+# them from the primary key: measured, 2.5 ms instead of 0.4 ms per claim at 20,000 queued.
 _CLAIM = text(
     """
     UPDATE jobs
@@ -52,7 +56,7 @@ _CLAIM = text(
            worker_id = :worker_id,
            started_at = now(),
            updated_at = now()
-     WHERE id = ANY(:ids) AND status = 'queued'
+     WHERE id = ANY(:ids) AND status || '' = 'queued'
     RETURNING id, tenant, queue, task, payload, priority, attempts, max_retries,
               timeout_seconds, lease_token, lease_expires_at, created_at, run_at, started_at
     """
@@ -198,7 +202,8 @@ _COMPLETE_MANY = text(
                finished_at = now(),
                updated_at = now()
           FROM input i
-         WHERE j.id = i.id AND j.status = 'processing' AND j.lease_token = i.token
+         WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = i.id
+           AND j.status || '' = 'processing' AND j.lease_token = i.token
         RETURNING j.id, j.attempts, j.worker_id, j.started_at, j.status, j.queue, j.task,
                   j.priority, j.run_at, j.cancel_requested,
                   extract(epoch FROM now() - j.started_at) AS duration
@@ -243,7 +248,8 @@ _UNCLAIM = text(
            attempts = j.attempts - 1, lease_token = NULL,
            lease_expires_at = NULL, worker_id = NULL, started_at = NULL, updated_at = now()
       FROM input i
-     WHERE j.id = i.id AND j.status = 'processing' AND j.lease_token = i.token
+     WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = i.id
+       AND j.status || '' = 'processing' AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.priority, j.run_at, j.status
     """
 )

@@ -47,7 +47,8 @@ def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUI
         return []
     live = set(
         session.scalars(
-            text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status = 'scheduled'"),
+            # status || '': by primary key, never by a partial index (see store/claims.py)
+            text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status || '' = 'scheduled'"),
             {"ids": job_ids},
         ).all()
     )
@@ -80,7 +81,8 @@ def oldest_queued_run_at(session: Session, job_ids: list[uuid.UUID]) -> datetime
     if not job_ids:
         return None
     oldest: datetime | None = session.scalar(
-        text("SELECT min(run_at) FROM jobs WHERE id = ANY(:ids) AND status = 'queued'"),
+        # status || '': by primary key, never by a partial index (see store/claims.py)
+        text("SELECT min(run_at) FROM jobs WHERE id = ANY(:ids) AND status || '' = 'queued'"),
         {"ids": job_ids},
     )
     return oldest
