@@ -1,0 +1,53 @@
+"""Claims and finishes find their jobs by primary key, even when the planner's statistics
+say the queue is empty (a queue filled since the last ANALYZE), so their cost never grows
+with the depth of the queue or the number of running jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
+
+from app.services.context import Context
+from app.store.claims import _CLAIM, _COMPLETE_MANY, _UNCLAIM
+
+
+def _plan(session: Session, statement: TextClause, params: dict[str, object]) -> str:
+    rows = session.execute(text(f"EXPLAIN {statement.text}"), params).all()
+    return "\n".join(row[0] for row in rows)
+
+
+def _fill(session: Session, status: str, count: int) -> list[uuid.UUID]:
+    return list(
+        session.scalars(
+            text(
+                "INSERT INTO jobs (tenant, queue, task, status, max_retries, timeout_seconds, "
+                "lease_token) SELECT 'acme', 'deep', 'noop', :status, 3, 300, "
+                "gen_random_uuid() FROM generate_series(1, :n) RETURNING id"
+            ),
+            {"status": status, "n": count},
+        ).all()
+    )
+
+
+def test_claim_and_finish_use_the_primary_key_with_statistics_of_an_empty_table(
+    ctx: Context,
+) -> None:
+    with ctx.db.transaction() as session:
+        session.execute(text("ANALYZE jobs"))  # the statistics of an empty table
+    with ctx.db.transaction() as session:
+        queued = _fill(session, "queued", 5000)
+        running = _fill(session, "processing", 5000)
+        ids = [str(job_id) for job_id in running[:10]]
+        claim = _plan(session, _CLAIM, {"ids": queued[:10], "worker_id": "w", "lease_seconds": 30})
+        finish = _plan(
+            session, _COMPLETE_MANY, {"ids": ids, "tokens": ids, "results": ["null"] * 10}
+        )
+        unclaim = _plan(session, _UNCLAIM, {"ids": ids, "tokens": ids})
+    for plan in (claim, finish, unclaim):
+        assert "jobs_pkey" in plan, plan
+        assert "ix_jobs_queued_order" not in plan, plan
+        assert "ix_jobs_processing_lease" not in plan, plan
+        assert "Seq Scan on jobs" not in plan, plan
