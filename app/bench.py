@@ -30,7 +30,7 @@ import uvloop
 from sqlalchemy.engine import make_url
 from uuid_utils.compat import uuid7
 
-from app.benchload import Load, closed_loop
+from app.benchload import Load, closed_loop, process_tree_cpu_seconds
 from app.dispatch.ceiling import push_pop_rate
 from app.domain.schemas import JobCreate
 from app.domain.states import DELETABLE
@@ -176,6 +176,10 @@ class Stack:
             jobs.submit_many(self.ctx, self.principal, batch)
 
 
+def _figure(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def _history_ids(count: int) -> list[uuid.UUID]:
     """Ids as the API gave them a day ago, one millisecond apart: time-ordered, like all ids."""
     day_ago_ns = time.time_ns() - 86_400 * 10**9
@@ -204,13 +208,18 @@ def submit_http(stack: Stack, sizes: Sizes) -> dict[str, float]:
         requests=sizes.http_jobs,
         clients=sizes.http_clients,
     )
+    api_cpu = process_tree_cpu_seconds(stack.processes[-1].pid)
     measured = closed_loop(load, sizes.load_processes)
+    api_cpu = process_tree_cpu_seconds(stack.processes[-1].pid) - api_cpu
     stack.stop(stack.processes[-1])
     assert stack.count("http", "queued") == sizes.http_jobs
     return {
         "jobs_per_second": sizes.http_jobs / measured.seconds,
         "p50_ms": _percentile(measured.latencies, 50) * 1000,
         "p99_ms": _percentile(measured.latencies, 99) * 1000,
+        # Where the two cores went: what each request cost the API and the load generator.
+        "api_cpu_ms_per_request": api_cpu / sizes.http_jobs * 1000,
+        "loadgen_cpu_ms_per_request": measured.cpu_seconds / sizes.http_jobs * 1000,
     }
 
 
@@ -321,10 +330,9 @@ class Report:
         for name, runs in self.results.items():
             for figure in runs[0]:
                 values = [run[figure] for run in runs]
-                lines.append(
-                    f"{name:<24}{figure:<36}{statistics.median(values):>12,.1f}"
-                    f"{min(values):>12,.1f}{max(values):>12,.1f}"
-                )
+                shown = (statistics.median(values), min(values), max(values))
+                columns = "".join(f"{_figure(value):>12}" for value in shown)
+                lines.append(f"{name:<24}{figure:<36}{columns}")
         return "\n".join(lines)
 
 

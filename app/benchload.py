@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +35,7 @@ class Load:
 class Measured:
     seconds: float  # from the first request sent to the last reply received
     latencies: list[float]  # seconds, one per request
+    cpu_seconds: float  # spent by the load generator itself
 
 
 async def _clients(load: Load, requests: int, clients: int) -> list[float]:
@@ -62,10 +65,11 @@ def _share(load: Load, requests: int, clients: int, start: Barrier, out: Any) ->
     try:
         start.wait(60)
         began = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+        cpu = time.process_time()
         latencies = uvloop.run(_clients(load, requests, clients))
-        out.put((began, time.perf_counter(), latencies, None))
+        out.put((began, time.perf_counter(), latencies, time.process_time() - cpu, None))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        out.put((0.0, 0.0, [], f"{type(exc).__name__}: {exc}"))
+        out.put((0.0, 0.0, [], 0.0, f"{type(exc).__name__}: {exc}"))
 
 
 def closed_loop(load: Load, processes: int) -> Measured:
@@ -88,4 +92,28 @@ def closed_loop(load: Load, processes: int) -> Measured:
         raise RuntimeError(f"load generator failed: {errors[0]}")
     began = min(share[0] for share in shares)
     ended = max(share[1] for share in shares)
-    return Measured(ended - began, [latency for share in shares for latency in share[2]])
+    latencies = [latency for share in shares for latency in share[2]]
+    return Measured(ended - began, latencies, sum(share[3] for share in shares))
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children so far, from /proc (Linux);
+    0 where /proc is missing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in [pid, *_children(pid)]:
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in listed.split()]
