@@ -9,7 +9,6 @@ never asserted in a test.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import httpx
 import redis
-import uvloop
 from sqlalchemy.engine import make_url
 from uuid_utils.compat import uuid7
 
-from app.benchload import Load, closed_loop, process_tree_cpu_seconds
+from app.benchload import Load, closed_loop, paced, process_tree_cpu_seconds
 from app.dispatch.ceiling import push_pop_rate
 from app.domain.schemas import JobCreate
 from app.domain.states import DELETABLE
@@ -274,26 +272,17 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     with stack.ctx.db.transaction() as session:
         job_store.delete_job(session, uuid.UUID(probe.json()["id"]), None, DELETABLE)
 
-    async def paced() -> None:
-        limits = httpx.Limits(max_connections=64)
-        async with httpx.AsyncClient(
-            base_url=url, headers=headers, limits=limits, timeout=60
-        ) as http:
-            began = time.perf_counter()
-            pending = []
-            for i in range(sizes.pickup_jobs):
-                delay = began + i / sizes.pickup_rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                pending.append(
-                    asyncio.ensure_future(
-                        http.post("/jobs", json={"task": "noop", "queue": "pickup"})
-                    )
-                )
-            await asyncio.gather(*pending)
-
+    load = Load(
+        url=url,
+        headers=headers,
+        path="/jobs",
+        body={"task": "noop", "queue": "pickup"},
+        expect=201,
+        requests=sizes.pickup_jobs,
+        clients=64,
+    )
     freeze_startup_objects()  # no full collection of the whole bench may stall the pacing
-    uvloop.run(paced())
+    paced(load, sizes.pickup_rate)
     _wait(lambda: not stack.unfinished("pickup"), 120, "the pickups")
     stack.stop(fleet)
     stack.stop(stack.processes[-1])

@@ -105,6 +105,46 @@ def closed_loop(load: Load, processes: int) -> Measured:
     return Measured(ended - began, latencies, sum(share[3] for share in shares))
 
 
+def paced(load: Load, rate: float) -> Measured:
+    """Send `load.requests` requests at a steady `rate` per second (open loop: a slow reply
+    does not delay the next request), from this process, over up to `load.clients`
+    connections."""
+    return uvloop.run(_paced(load, rate))
+
+
+async def _paced(load: Load, rate: float) -> Measured:
+    request = httpx.Request(
+        load.method,
+        load.url + load.path,
+        headers=load.headers,
+        json=load.body,
+        extensions={"timeout": httpx.Timeout(60).as_dict()},
+    )
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=load.clients)
+    async with httpx.AsyncHTTPTransport(limits=limits) as transport:
+
+        async def send() -> None:
+            began = time.perf_counter()
+            response = await transport.handle_async_request(request)
+            body = await response.aread()
+            await response.aclose()
+            latencies.append(time.perf_counter() - began)
+            if response.status_code != load.expect:
+                raise RuntimeError(f"{response.status_code} {body[:500]!r}")
+
+        cpu = time.process_time()
+        began = time.perf_counter()
+        sending = []
+        for index in range(load.requests):
+            delay = began + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sending.append(asyncio.ensure_future(send()))
+        await asyncio.gather(*sending)
+        return Measured(time.perf_counter() - began, latencies, time.process_time() - cpu)
+
+
 def process_tree_cpu_seconds(pid: int) -> float:
     """CPU time (user and system) of a process and its children so far, from /proc (Linux);
     0 where /proc is missing."""
