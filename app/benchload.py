@@ -39,32 +39,41 @@ class Measured:
     cpu_seconds: float  # spent by the load generator itself
 
 
+def _request(load: Load) -> httpx.Request:
+    # Sent through httpx's transport, without the client layer (cookies, redirects, URL
+    # merging): the same HTTP/1.1 connection handling for about 16% less CPU per request.
+    # One request object, sent again and again.
+    return httpx.Request(
+        load.method,
+        load.url + load.path,
+        headers=load.headers,
+        json=load.body,
+        extensions={"timeout": httpx.Timeout(60).as_dict()},
+    )
+
+
+async def _send(transport: httpx.AsyncHTTPTransport, request: httpx.Request, expect: int) -> float:
+    """One request and its whole reply; the seconds it took."""
+    began = time.perf_counter()
+    response = await transport.handle_async_request(request)
+    body = await response.aread()
+    await response.aclose()
+    if response.status_code != expect:
+        raise RuntimeError(f"{response.status_code} {body[:500]!r}")
+    return time.perf_counter() - began
+
+
 async def _clients(load: Load, requests: int, clients: int) -> list[float]:
     latencies: list[float] = []
     remaining = [requests]
+    request = _request(load)
 
     async def client() -> None:
-        # httpx's transport, without the client layer (cookies, redirects, URL merging): the
-        # same HTTP/1.1 connection handling for about 16% less CPU per request. One request,
-        # sent again and again.
-        request = httpx.Request(
-            load.method,
-            load.url + load.path,
-            headers=load.headers,
-            json=load.body,
-            extensions={"timeout": httpx.Timeout(60).as_dict()},
-        )
         limits = httpx.Limits(max_connections=1)
         async with httpx.AsyncHTTPTransport(limits=limits) as transport:
             while remaining[0] > 0:
                 remaining[0] -= 1
-                began = time.perf_counter()
-                response = await transport.handle_async_request(request)
-                body = await response.aread()
-                await response.aclose()
-                latencies.append(time.perf_counter() - began)
-                if response.status_code != load.expect:
-                    raise RuntimeError(f"{response.status_code} {body[:500]!r}")
+                latencies.append(await _send(transport, request, load.expect))
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return latencies
@@ -113,25 +122,13 @@ def paced(load: Load, rate: float) -> Measured:
 
 
 async def _paced(load: Load, rate: float) -> Measured:
-    request = httpx.Request(
-        load.method,
-        load.url + load.path,
-        headers=load.headers,
-        json=load.body,
-        extensions={"timeout": httpx.Timeout(60).as_dict()},
-    )
+    request = _request(load)
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=load.clients)
     async with httpx.AsyncHTTPTransport(limits=limits) as transport:
 
         async def send() -> None:
-            began = time.perf_counter()
-            response = await transport.handle_async_request(request)
-            body = await response.aread()
-            await response.aclose()
-            latencies.append(time.perf_counter() - began)
-            if response.status_code != load.expect:
-                raise RuntimeError(f"{response.status_code} {body[:500]!r}")
+            latencies.append(await _send(transport, request, load.expect))
 
         cpu = time.process_time()
         began = time.perf_counter()

@@ -16,6 +16,7 @@ import multiprocessing
 import signal
 import socket
 import threading
+import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -28,6 +29,8 @@ from app.runtime import freeze_startup_objects
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 30.0  # each worker's grace to finish its requests
+EARLY_DEATH_SECONDS = 10.0  # a worker that dies sooner than this after its start is crash-looping
+RESTART_DELAY_MAX = 30.0
 
 
 def serve(host: str, port: int, workers: int) -> None:
@@ -73,6 +76,8 @@ class Supervisor:
         self._workers = workers
         self._spawn = multiprocessing.get_context("spawn")  # no inherited connections
         self._stop = threading.Event()
+        self._started_at: dict[int, float] = {}
+        self._early_deaths = 0
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -90,7 +95,9 @@ class Supervisor:
                                "exit_code": process.exitcode},
                     )  # fmt: skip
                     mark_process_dead(process.pid or 0)
-                    processes[index] = self._start()
+                    self._pause_if_crash_looping(process)
+                    if not self._stop.is_set():
+                        processes[index] = self._start()
         for process in processes:
             process.terminate()  # SIGTERM: uvicorn finishes requests in flight, then exits
         for process in processes:
@@ -102,7 +109,16 @@ class Supervisor:
     def _start(self) -> BaseProcess:
         process = self._spawn.Process(target=_worker, args=(self._config,), name="api-worker")
         process.start()
+        self._started_at[process.pid or 0] = time.monotonic()
         return process
+
+    def _pause_if_crash_looping(self, dead: BaseProcess) -> None:
+        # A worker that cannot start (a bad setting, a failing import) would otherwise be
+        # restarted as fast as it dies: back off, doubling up to 30 s.
+        lived = time.monotonic() - self._started_at.pop(dead.pid or 0, 0.0)
+        self._early_deaths = self._early_deaths + 1 if lived < EARLY_DEATH_SECONDS else 0
+        if self._early_deaths:
+            self._stop.wait(min(RESTART_DELAY_MAX, 0.5 * 2**self._early_deaths))
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
         self._stop.set()
