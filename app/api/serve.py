@@ -20,6 +20,7 @@ import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -34,19 +35,18 @@ RESTART_DELAY_MAX = 30.0
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    config = uvicorn.Config(
-        "app.main:create_app", factory=True, host=host, port=port, log_config=None,
-        access_log=False,
-    )  # fmt: skip
+    app = "app.main:create_app"
+    options: dict[str, Any] = {
+        "factory": True, "host": host, "port": port, "log_config": None, "access_log": False,
+    }  # fmt: skip
     if workers == 1:
-        _run(config)
+        _run(uvicorn.Config(app, **options))
     elif port == 0 or not hasattr(socket, "SO_REUSEPORT"):
         # Each worker would get a port of its own, or the platform cannot share one.
-        uvicorn.run(config.app, factory=True, host=host, port=port, workers=workers,
-                    log_config=None, access_log=False)  # fmt: skip
+        uvicorn.run(app, workers=workers, **options)
     else:
         _listener(host, port).close()  # a port already taken fails here, not in every worker
-        Supervisor(config, workers).run()
+        Supervisor(uvicorn.Config(app, **options), workers).run()
 
 
 def _listener(host: str, port: int) -> socket.socket:
@@ -56,7 +56,6 @@ def _listener(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
     return sock
 
 

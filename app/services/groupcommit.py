@@ -35,15 +35,6 @@ class _Waiter(Generic[Item, Result]):
 Settled = tuple[_Waiter[Item, Result], Result | BaseException]
 
 
-def _settle(waiter: _Waiter[Item, Result], outcome: Result | BaseException) -> None:
-    if waiter.future.done():  # the caller went away (client disconnect); the write stands
-        return
-    if isinstance(outcome, BaseException):
-        waiter.future.set_exception(outcome)
-    else:
-        waiter.future.set_result(outcome)
-
-
 class GroupCommit(Generic[Item, Result]):
     """`await run(key, item)` hands `item` to `flush(items) -> results` (one result per item,
     in order, all in one transaction), with only items of the same key, and returns its result.
@@ -136,4 +127,9 @@ class GroupCommit(Generic[Item, Result]):
 
 def _settle_all(settled: list[Settled[Item, Result]]) -> None:
     for waiter, outcome in settled:
-        _settle(waiter, outcome)
+        if waiter.future.done():  # the caller went away (client disconnect); the write stands
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.future.set_exception(outcome)
+        else:
+            waiter.future.set_result(outcome)
