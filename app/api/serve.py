@@ -41,8 +41,7 @@ def serve(host: str, port: int, workers: int) -> None:
     }  # fmt: skip
     if workers == 1:
         _run(uvicorn.Config(app, **options))
-    elif port == 0 or not hasattr(socket, "SO_REUSEPORT"):
-        # Each worker would get a port of its own, or the platform cannot share one.
+    elif not hasattr(socket, "SO_REUSEPORT"):  # the platform cannot share a port
         uvicorn.run(app, workers=workers, **options)
     else:
         _listener(host, port).close()  # a port already taken fails here, not in every worker
