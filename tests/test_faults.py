@@ -30,7 +30,7 @@ from sqlalchemy import text
 
 from app.devstack import PrivatePostgres, PrivateRedis
 from app.dispatch import reconcile
-from app.services import auth
+from app.services import auth, execution
 from app.services.context import Context
 from app.services.maintenance import Reconciler
 from app.settings import Settings
@@ -430,6 +430,8 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
         with httpx.Client(base_url=api.url, headers=headers, timeout=15) as http:
             assert http.get("/jobs", params={"limit": 1}).status_code == 200
             private_postgres.stop()
+            # No lease can have been renewed since: each runs out within one lease length.
+            leases_over = time.monotonic() + execution.lease_seconds(pg) + 0.5
 
             def unavailable(response: httpx.Response) -> bool:
                 return (
@@ -445,12 +447,10 @@ def test_postgres_restart_mid_run_gives_503_then_recovers(
                 interval=0.1,
             )
             assert unavailable(http.post("/jobs", json={"task": "count"}))
-            # Keep Postgres away until the job loops have popped ids they could not claim
-            # (ids gone from Redis, jobs still queued in Postgres: the sweep's business) and
-            # the leases of the jobs they were finishing have run out (recovery's business).
-            ready = pg.keys.ready("default", 0)
-            waiting = pg.redis.client.llen(ready)
-            wait_until(lambda: pg.redis.client.llen(ready) <= waiting - 4, timeout=30)
+            # Keep Postgres away until the leases of the jobs the loops were finishing have run
+            # out (recovery's business once it is back). Ids the loops pop meanwhile and cannot
+            # claim go back to Redis.
+            wait_until(lambda: time.monotonic() >= leases_over, timeout=30, interval=0.1)
 
             private_postgres.start()
             # The test's own pool: its connections died with the server; start afresh. (The
