@@ -35,7 +35,7 @@ def test_each_job_of_a_batch_gets_its_own_result_in_order(
     assert results[3]["problem"]["code"] == "idempotency-conflict"
     assert results[5]["id"] == results[4]["id"]
     assert results[7]["job_status"] == "scheduled"
-    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1)
+    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1)
     assert [i.decode() for i in ready] == [
         earlier["id"],
         results[0]["id"],
@@ -55,7 +55,8 @@ def test_a_thousand_jobs_in_one_request(
         assert session.scalar(text("SELECT count(*) FROM jobs")) == 1000
     for priority in range(3):
         listed = [
-            i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", priority), 0, -1)
+            i.decode()
+            for i in ctx.redis.client.lrange(ctx.keys.ready("default", priority, "acme"), 0, -1)
         ]
         assert listed == ids[priority::3]  # FIFO within each priority
 

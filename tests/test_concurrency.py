@@ -39,7 +39,7 @@ def test_fifty_concurrent_posts_with_one_key_create_one_job(
     assert len({job_id for _, job_id in results}) == 1
     with ctx.db.transaction() as session:
         assert session.scalar(text("SELECT count(*) FROM jobs")) == 1
-    assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 1
+    assert ctx.redis.client.llen(ctx.keys.ready("default", 0, "acme")) == 1
 
 
 def test_concurrent_single_submits_of_two_tenants_each_commit_once(
@@ -82,4 +82,5 @@ def test_concurrent_single_submits_of_two_tenants_each_commit_once(
     with ctx.db.transaction() as session:
         counts = dict(session.execute(text("SELECT tenant, count(*) FROM jobs GROUP BY 1")).all())
     assert counts == {"acme": 181, "globex": 181}
-    assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 362
+    for tenant in tenants:
+        assert ctx.redis.client.llen(ctx.keys.ready("default", 0, tenant)) == 181

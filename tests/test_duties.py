@@ -24,7 +24,9 @@ from tests.helpers import ROOT, settings_env, wait_until
 
 
 def ready_ids(ctx: Context, queue: str = "default", priority: int = 0) -> list[str]:
-    return [i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready(queue, priority), 0, -1)]
+    return [
+        i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready(queue, priority, "acme"), 0, -1)
+    ]
 
 
 def sql(ctx: Context, statement: str, **params: Any) -> None:
@@ -96,7 +98,9 @@ def test_sweep_pushes_only_ids_missing_from_redis(ctx: Context) -> None:
     reconcile.write_epoch(ctx.redis.client, ctx.keys, "e1")
     lost = submit(ctx, task="noop")
     present = submit(ctx, task="noop")
-    ctx.redis.client.lrem(ctx.keys.ready("default", 0), 0, lost)  # the API died before its push
+    ctx.redis.client.lrem(
+        ctx.keys.ready("default", 0, "acme"), 0, lost
+    )  # the API died before its push
     sql(ctx, "UPDATE jobs SET run_at = now() - interval '1 hour' WHERE id = :id", id=lost)
     sql(ctx, "UPDATE jobs SET run_at = now() - interval '10 minutes' WHERE id = :id", id=present)
     reconciler = Reconciler(ctx)

@@ -63,7 +63,7 @@ def test_results_postgres_cannot_store_are_refused_up_front() -> None:
 def test_unclaim_hands_back_unstarted_jobs_unless_cancel_was_asked(ctx: Context) -> None:
     keep, drop = submit(ctx, task="noop"), submit(ctx, task="noop")
     claimed = execution.claim(ctx, [keep, drop], "w1")
-    ctx.redis.client.delete(ctx.keys.ready("default", 0))
+    ctx.redis.client.delete(ctx.keys.ready("default", 0, "acme"))
     with ctx.db.transaction() as session:
         session.execute(
             text("UPDATE jobs SET cancel_requested = true WHERE id = :id"), {"id": drop}
@@ -71,4 +71,4 @@ def test_unclaim_hands_back_unstarted_jobs_unless_cancel_was_asked(ctx: Context)
     execution.unclaim(ctx, [job.lease for job in claimed])
     assert (job_row(ctx, keep).status, job_row(ctx, keep).attempts) == ("queued", 0)
     assert job_row(ctx, drop).status == "cancelled"
-    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1) == [keep.encode()]
+    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1) == [keep.encode()]

@@ -356,7 +356,7 @@ def _redis_loss_run(
             settings, dispatch, processes=2, threads=2, COUNTER_REDIS_URL=ctx.settings.redis_url
         )
         wait_until(lambda: completed(ctx) >= 150, timeout=RUN_TIMEOUT)
-        ready = dispatch.keys.ready("default", 0)
+        ready = dispatch.keys.ready("default", 0, "acme")
         waiting = dispatch.redis.client.llen(ready)
         # The ids that are lost with Redis: hundreds of them are still waiting.
         assert waiting > 100
@@ -536,7 +536,9 @@ def test_api_killed_between_commit_and_push_strands_nothing(
     lost = set(stranded())
     assert len(lost) == 40
     # No fleet runs yet, so nothing can have pushed them: they are queued and not in Redis.
-    in_redis = {i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1)}
+    in_redis = {
+        i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1)
+    }
     assert len(in_redis) == JOBS
     assert not lost & in_redis
     assert {job_row(ctx, j).status for j in lost} == {"queued"}

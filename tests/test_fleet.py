@@ -68,12 +68,12 @@ def test_higher_priority_first_and_fifo_within_a_priority(ctx: Context, start_fl
 
 def test_a_duplicate_id_in_redis_runs_the_job_once(ctx: Context, start_fleet: Any) -> None:
     job_id = submit(ctx)
-    duplicate = Announcement(job_id, "default", 0, None)
+    duplicate = Announcement(job_id, "default", 0, "acme", None)
     announce(ctx.redis.client, ctx.keys, [duplicate, duplicate])
-    assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 3
+    assert ctx.redis.client.llen(ctx.keys.ready("default", 0, "acme")) == 3
     fleet = start_fleet(processes=1, threads=2)
     wait_until(lambda: all_done(ctx, 1))
-    wait_until(lambda: ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 0)
+    wait_until(lambda: ctx.redis.client.llen(ctx.keys.ready("default", 0, "acme")) == 0)
     # At least the two duplicates were dropped (a first-start rebuild may add one more).
     wait_until(lambda: sum(w["skipped"] for w in workers_of(ctx, fleet.host)) >= 2)
     assert runs_per_job(ctx) == {job_id: 1}
@@ -147,7 +147,9 @@ def test_sigterm_lets_running_jobs_finish_and_exits_zero(ctx: Context, start_fle
     assert any(rows[j].status == "completed" for j in running)
     assert not [j for j, r in rows.items() if r.status == "processing"]
     waiting = {j for j, r in rows.items() if r.status == "queued"}
-    in_redis = {i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1)}
+    in_redis = {
+        i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1)
+    }
     assert waiting == in_redis  # nothing popped and dropped on the way out
     assert len(waiting) + len([r for r in rows.values() if r.status == "completed"]) == 20
 

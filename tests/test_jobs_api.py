@@ -125,7 +125,7 @@ def test_retry_requeues_failed_and_cancelled_jobs(
     set_status(ctx, failed["id"], "failed")
     cancelled = new_job(client, producer, priority=3)
     client.post(f"/jobs/{cancelled['id']}/cancel", headers=producer)
-    ctx.redis.client.delete(ctx.keys.ready("default", 3))
+    ctx.redis.client.delete(ctx.keys.ready("default", 3, "acme"))
 
     for job in (failed, cancelled):
         response = client.post(f"/jobs/{job['id']}/retry", headers=producer)
@@ -133,7 +133,7 @@ def test_retry_requeues_failed_and_cancelled_jobs(
         assert response.json()["status"] == "queued"
         assert response.json()["attempts"] == 0
         assert response.json()["finished_at"] is None
-    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 3), 0, -1)
+    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 3, "acme"), 0, -1)
     assert ready == [failed["id"].encode(), cancelled["id"].encode()]
 
     queued_again = client.post(f"/jobs/{failed['id']}/retry", headers=producer)

@@ -14,7 +14,7 @@ from tests.fleet_support import attempts, job_row, submit
 
 
 def worker_headers(make_key: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_key('infra', 'worker')}"}
+    return {"Authorization": f"Bearer {make_key('acme', 'worker')}"}
 
 
 def lease(client: TestClient, headers: dict[str, str], **body: Any) -> Any:

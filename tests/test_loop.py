@@ -84,4 +84,4 @@ def test_a_job_that_ran_is_never_handed_back_when_recording_fails(
     assert job_row(ctx, first).status == "processing"
     assert job_row(ctx, second).status == "processing"
     assert (job_row(ctx, third).status, job_row(ctx, third).attempts) == ("queued", 0)
-    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1) == [third.encode()]
+    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1) == [third.encode()]

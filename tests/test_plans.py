@@ -41,13 +41,20 @@ def test_claim_and_finish_use_the_primary_key_with_statistics_of_an_empty_table(
         queued = _fill(session, "queued", 5000)
         running = _fill(session, "processing", 5000)
         ids = [str(job_id) for job_id in running[:10]]
-        claim = _plan(session, _CLAIM, {"ids": queued[:10], "worker_id": "w", "lease_seconds": 30})
+        claims = [
+            _plan(
+                session,
+                _CLAIM,
+                {"ids": queued[:10], "worker_id": "w", "lease_seconds": 30, "tenant": tenant},
+            )
+            for tenant in (None, "acme")  # the native fleet's claim, and a worker key's
+        ]
         finish = _plan(
             session, _COMPLETE_MANY, {"ids": ids, "tokens": ids, "results": ["null"] * 10}
         )
         unclaim = _plan(session, _UNCLAIM, {"ids": ids, "tokens": ids})
-    for plan in (claim, finish, unclaim):
+    for plan in (*claims, finish, unclaim):
         assert "jobs_pkey" in plan, plan
-        assert "ix_jobs_queued_order" not in plan, plan
+        assert "ix_jobs_queued_by_tenant" not in plan, plan
         assert "ix_jobs_processing_lease" not in plan, plan
         assert "Seq Scan on jobs" not in plan, plan

@@ -42,7 +42,7 @@ def test_submit_creates_a_queued_job_with_defaults(
         "worker_id", "cancel_requested", "created_at", "updated_at", "started_at", "finished_at",
     }  # fmt: skip
     assert set(job) == expected
-    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 7), 0, -1)
+    ready = ctx.redis.client.lrange(ctx.keys.ready("default", 7, "acme"), 0, -1)
     assert ready == [job["id"].encode()]
 
 
@@ -61,7 +61,9 @@ def test_delayed_and_future_jobs_start_scheduled(
     assert scores[future["id"].encode()] == pytest.approx(
         datetime.fromisoformat(run_at).timestamp(), abs=0.01
     )
-    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0), 0, -1) == [past["id"].encode()]
+    assert ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1) == [
+        past["id"].encode()
+    ]
 
 
 def test_same_key_same_request_returns_the_job_with_200(
@@ -72,7 +74,7 @@ def test_same_key_same_request_returns_the_job_with_200(
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     # The replay pushes nothing: one id in Redis for one job.
-    assert ctx.redis.client.llen(ctx.keys.ready("default", 0)) == 1
+    assert ctx.redis.client.llen(ctx.keys.ready("default", 0, "acme")) == 1
 
 
 def test_header_key_is_the_same_as_the_body_key(
@@ -182,7 +184,7 @@ def test_job_row_is_committed_before_its_id_is_in_redis(
         client_redis = ctx.redis.client
         watcher_ready.set()
         for _ in range(rounds):
-            popped = client_redis.blpop([ctx.keys.ready("default", 0)], timeout=10)
+            popped = client_redis.blpop([ctx.keys.ready("default", 0, "acme")], timeout=10)
             assert popped is not None
             job_id = popped[1].decode()
             with ctx.db.transaction() as session:

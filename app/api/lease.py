@@ -58,10 +58,11 @@ class HeartbeatReply(BaseModel):
     "/queues/{queue}/lease",
     responses={204: {"description": "Nothing to lease within wait_seconds"}},
 )
-async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, _: Worker) -> Any:
-    """Take the next job of `queue` (highest priority first), waiting up to wait_seconds."""
+async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, principal: Worker) -> Any:
+    """Take the next job of `queue` (highest priority first), waiting up to wait_seconds. A
+    worker key gets its own tenant's jobs only; an admin key any tenant's, in turn."""
     granted = await leasing.lease_next(
-        ctx, queue, body.worker_id, body.lease_seconds, body.wait_seconds
+        ctx, principal, queue, body.worker_id, body.lease_seconds, body.wait_seconds
     )
     if granted is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -75,25 +76,26 @@ async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, _: Worker
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: PROBLEM, 409: PROBLEM},
 )
-def ack(job_id: uuid.UUID, body: Ack, ctx: ContextDep, _: WorkerWrite) -> Response:
+def ack(job_id: uuid.UUID, body: Ack, ctx: ContextDep, principal: WorkerWrite) -> Response:
     """The job succeeded with `result`; 409 when the lease is no longer yours."""
-    leasing.ack(ctx, job_id, body.lease_token, body.result)
+    leasing.ack(ctx, principal, job_id, body.lease_token, body.result)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/jobs/{job_id}/nack", responses={404: PROBLEM, 409: PROBLEM})
-def nack(job_id: uuid.UUID, body: Nack, ctx: ContextDep, _: WorkerWrite) -> dict[str, str]:
+def nack(job_id: uuid.UUID, body: Nack, ctx: ContextDep, principal: WorkerWrite) -> dict[str, str]:
     """The attempt failed: retried with backoff while retries remain (unless retry is
     false), else the job goes to the dead-letter queue."""
-    return {"status": leasing.nack(ctx, job_id, body.lease_token, body.error, body.retry)}
+    status = leasing.nack(ctx, principal, job_id, body.lease_token, body.error, body.retry)
+    return {"status": status}
 
 
 @router.post("/jobs/{job_id}/heartbeat", responses={404: PROBLEM, 409: PROBLEM})
 def heartbeat(
-    job_id: uuid.UUID, body: Heartbeat, ctx: ContextDep, _: WorkerWrite
+    job_id: uuid.UUID, body: Heartbeat, ctx: ContextDep, principal: WorkerWrite
 ) -> HeartbeatReply:
     """Extend the lease; `cancel_requested` tells the worker to stop."""
-    extended = leasing.heartbeat(ctx, job_id, body.lease_token, body.lease_seconds)
+    extended = leasing.heartbeat(ctx, principal, job_id, body.lease_token, body.lease_seconds)
     return HeartbeatReply(
         lease_expires_at=extended.lease_expires_at, cancel_requested=extended.cancel_requested
     )

@@ -7,27 +7,25 @@ from datetime import datetime
 
 import redis
 
+from app.dispatch import scripts
 from app.dispatch.keys import Keys
-
-# ZREM and RPUSH together, per id: a promoter dying half-way leaves no id in both places or
-# in neither (Postgres already says queued, so the reconciler would still find it).
-_MOVE = """
-for i = 1, #ARGV, 2 do
-    redis.call('zrem', KEYS[1], ARGV[i])
-    redis.call('rpush', ARGV[i + 1], ARGV[i])
-end
-return #ARGV / 2
-"""
+from app.dispatch.ready import Place
 
 
-def move_to_ready(client: redis.Redis, keys: Keys, moves: Iterable[tuple[str, str]]) -> int:
-    """Move each (job id, ready list) pair out of the delayed set onto the list's tail."""
+def move_to_ready(client: redis.Redis, keys: Keys, moves: Iterable[tuple[str, Place]]) -> int:
+    """Move each id out of the delayed set onto the tail of its ready list (one script)."""
     args: list[str] = []
-    for job_id, list_key in moves:
-        args += [job_id, list_key]
+    for job_id, place in moves:
+        args += [
+            job_id,
+            keys.ready(place.queue, place.priority, place.tenant),
+            keys.ring(place.queue, place.priority),
+            keys.bell(place.queue),
+            place.tenant,
+        ]
     if not args:
         return 0
-    return int(client.eval(_MOVE, 1, keys.delayed, *args))
+    return int(scripts.MOVE(client, [keys.delayed], args))
 
 
 def due_ids(client: redis.Redis, keys: Keys, now: float, limit: int) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import redis
 
+from app.dispatch import ready
 from app.dispatch.keys import Keys
 
 
@@ -58,11 +59,5 @@ def paused_queues(client: redis.Redis, keys: Keys) -> set[str]:
 
 
 def queue_lengths(client: redis.Redis, keys: Keys, queues: list[str]) -> dict[str, int]:
-    """Ids waiting in Redis per queue (all priorities)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for name in keys.ready_lists(queue):
-            pipe.llen(name)
-    counts = pipe.execute()
-    per_queue = len(keys.ready_lists("x"))
-    return {q: sum(counts[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(queues)}
+    """Ids waiting in Redis per queue (all priorities and tenants)."""
+    return ready.lengths(client, keys, queues)

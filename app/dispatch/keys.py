@@ -3,39 +3,65 @@
 Redis holds only ids of waiting jobs and short-lived fleet state; Postgres is the truth, and
 everything below can be rebuilt from it (see the reconciler).
 
-key                        type        TTL         written by                        read by
-<p>:{<queue>}:p<0-9>       list        none        API submit (RPUSH), promoter,     workers (BLPOP)
-                                                   reconciler
-<p>:delayed                sorted set  none        submit and retries (ZADD, score   promoter
-                                                   = run_at in epoch seconds)
-<p>:worker:<worker id>     string      heartbeat   every worker process and manager  GET /workers,
-                           (JSON)      TTL                                           recovery
-<p>:paused                 set         none        API pause and resume              workers
-<p>:fleet:<host>:desired   string      none        API PUT /fleet/{host}/size        manager
-<p>:epoch                  string      none        bootstrap; absent = data lost     reconciler
-<p>:lock:<duty>            string      lock TTL    periodic duties                   periodic duties
-<p>:ratelimit:...          (limits)    window      API rate limiter                  API
+key                          type        TTL        written by                  read by
+<p>:{<q>}:p<n>:t:<tenant>    list        none       submit, promoter,           native fleet, HTTP
+                                                    reconciler, hand-backs      workers (ready.py)
+<p>:{<q>}:p<n>:tenants       list        none       the same scripts: holds a   the take scripts
+                                                    tenant while its list of    (round robin)
+                                                    q at priority n has ids
+<p>:{<q>}:bell               list        BELL_TTL   every push: a token per id  idle job loops and
+                                                    (at most BELL_MAX)          cross-tenant leases
+<p>:delayed                  sorted set  none       submit and retries (ZADD,   promoter
+                                                    score = run_at, epoch s)
+<p>:worker:<worker id>       string      heartbeat  every worker process and    GET /workers,
+                             (JSON)      TTL        manager                     recovery
+<p>:paused                   set         none       API pause and resume        workers
+<p>:fleet:<host>:desired     string      none       API PUT /fleet/{host}/size  manager
+<p>:epoch:2                  string      none       bootstrap; absent = data    reconciler
+                                                    lost (or an older layout)
+<p>:lock:<duty>              string      lock TTL   periodic duties             periodic duties
+<p>:ratelimit:...            (limits)    window     API rate limiter            API
 
-The queue name sits in a hash tag ({...}) so Redis Cluster keeps a queue's lists on one shard.
+Ready ids live in one list per queue, priority and tenant (FIFO: RPUSH, LPOP), so that an HTTP
+worker of one tenant takes only that tenant's jobs without looking at anyone else's. Which
+tenants have ids waiting at a priority is a ring of tenant names beside the lists; the native
+fleet and cross-tenant leases take from the ring's head tenant and rotate it, so tenants take
+turns within a priority. The scripts in ready.py keep every list and its ring in step.
+
+The queue name sits in a hash tag ({...}) so Redis Cluster keeps a queue's keys on one shard.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRIORITIES = range(9, -1, -1)  # highest first: BLPOP checks its keys in this order
+PRIORITIES = range(9, -1, -1)  # highest first: the take scripts look in this order
+RING_SUFFIX = ":tenants"
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
 
-    def ready(self, queue: str, priority: int) -> str:
-        return f"{self.prefix}:{{{queue}}}:p{priority}"
+    def ready(self, queue: str, priority: int, tenant: str) -> str:
+        """The ready ids of one tenant's jobs in `queue` at `priority`, oldest first."""
+        return f"{self.prefix}:{{{queue}}}:p{priority}:t:{tenant}"
 
-    def ready_lists(self, queue: str) -> list[str]:
-        """A queue's lists, highest priority first."""
-        return [self.ready(queue, p) for p in PRIORITIES]
+    def ring(self, queue: str, priority: int) -> str:
+        """The tenants whose ready list of `queue` at `priority` holds ids, in turn order.
+        A ready list's name is its ring's name without RING_SUFFIX, plus ":t:<tenant>"."""
+        return f"{self.prefix}:{{{queue}}}:p{priority}{RING_SUFFIX}"
+
+    def rings(self, queues: list[str]) -> list[str]:
+        """Priority first, then queue order: every queue's p9 before any queue's p8."""
+        return [self.ring(queue, priority) for priority in PRIORITIES for queue in queues]
+
+    def bell(self, queue: str) -> str:
+        return f"{self.prefix}:{{{queue}}}:bell"
+
+    def legacy_ready_pattern(self) -> str:
+        """A SCAN pattern for the ready lists of the layout before per-tenant lists."""
+        return f"{self.prefix}:{{*}}:p[0-9]"
 
     @property
     def delayed(self) -> str:
@@ -57,7 +83,9 @@ class Keys:
 
     @property
     def epoch(self) -> str:
-        return f"{self.prefix}:epoch"
+        # Versioned with the ready-list layout: after an upgrade from an older layout the key
+        # is missing, so the reconciler rebuilds Redis from Postgres in the new layout.
+        return f"{self.prefix}:epoch:2"
 
     def lock(self, duty: str) -> str:
         return f"{self.prefix}:lock:{duty}"

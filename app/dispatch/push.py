@@ -8,7 +8,9 @@ from datetime import datetime
 
 import redis
 
+from app.dispatch import ready
 from app.dispatch.keys import Keys
+from app.dispatch.ready import Place
 
 
 @dataclass(frozen=True)
@@ -18,22 +20,23 @@ class Announcement:
     job_id: str
     queue: str
     priority: int
+    tenant: str
     scheduled_for: datetime | None  # None: ready now
 
 
 def announce(client: redis.Redis, keys: Keys, jobs: Iterable[Announcement]) -> None:
-    """RPUSH ready ids onto their queue and priority list (FIFO with BLPOP), ZADD the rest:
-    one RPUSH per list and one ZADD, in one round trip, whatever the number of jobs."""
-    ready: dict[str, list[str]] = {}
+    """Ready ids onto the tail of their lists (FIFO), the rest into the delayed set: one
+    script call per list and one ZADD, in one round trip, whatever the number of jobs."""
+    lists: dict[Place, list[str]] = {}
     delayed: dict[str, float] = {}
     for job in jobs:
         if job.scheduled_for is None:
-            ready.setdefault(keys.ready(job.queue, job.priority), []).append(job.job_id)
+            lists.setdefault(Place(job.queue, job.priority, job.tenant), []).append(job.job_id)
         else:
             delayed[job.job_id] = job.scheduled_for.timestamp()
     pipe = client.pipeline(transaction=False)
-    for list_key, job_ids in ready.items():
-        pipe.rpush(list_key, *job_ids)
+    for place, job_ids in lists.items():
+        ready.push(pipe, keys, place, job_ids)
     if delayed:
         pipe.zadd(keys.delayed, delayed)
     pipe.execute()

@@ -1,4 +1,4 @@
-"""What the reconciler reads and writes in Redis: the epoch, list heads, and re-pushes."""
+"""What the reconciler reads and writes in Redis: the epoch key."""
 
 from __future__ import annotations
 
@@ -13,19 +13,3 @@ def epoch_present(client: redis.Redis, keys: Keys) -> bool:
 
 def write_epoch(client: redis.Redis, keys: Keys, value: str) -> None:
     client.set(keys.epoch, value)
-
-
-def head(client: redis.Redis, list_key: str, count: int) -> list[str]:
-    """The oldest ids of a ready list (the next to be popped)."""
-    return [
-        r.decode() if isinstance(r, bytes) else str(r)
-        for r in client.lrange(list_key, 0, count - 1)
-    ]
-
-
-def push_back_many(client: redis.Redis, pushes: list[tuple[str, str]]) -> None:
-    """RPUSH each (list, id) in order, pipelined."""
-    pipe = client.pipeline(transaction=False)
-    for list_key, job_id in pushes:
-        pipe.rpush(list_key, job_id)
-    pipe.execute()

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from app.dispatch.pop import push_front
+from app.dispatch import ready
 from app.dispatch.push import Announcement, announce
+from app.dispatch.ready import Place
 from app.domain.policy import DeadLetter, decide
 from app.domain.schemas import has_nul
 from app.domain.states import AttemptOutcome, JobStatus
@@ -39,11 +40,20 @@ def lease_seconds(ctx: Context) -> float:
 
 
 def claim(
-    ctx: Context, job_ids: list[str], worker_id: str, lease: float | None = None
+    ctx: Context,
+    job_ids: list[str],
+    worker_id: str,
+    lease: float | None = None,
+    tenant: str | None = None,
 ) -> list[Claimed]:
+    """Claim the ids that are still queued (of `tenant` only, when given)."""
     with ctx.db.transaction() as session:
         claimed = claims.claim(
-            session, [uuid.UUID(j) for j in job_ids], worker_id, lease or lease_seconds(ctx)
+            session,
+            [uuid.UUID(j) for j in job_ids],
+            worker_id,
+            lease or lease_seconds(ctx),
+            tenant,
         )
     observed = metrics()
     if len(claimed) < len(job_ids):
@@ -146,7 +156,7 @@ def announce_scheduled(ctx: Context, done: Finished) -> None:
     announce(
         ctx.redis.client,
         ctx.keys,
-        [Announcement(str(done.id), done.queue, done.priority, done.run_at)],
+        [Announcement(str(done.id), done.queue, done.priority, done.tenant, done.run_at)],
     )
 
 
@@ -194,11 +204,10 @@ def unclaim(ctx: Context, leases: list[Lease]) -> None:
     """Give back claimed jobs that never started: queued again at the head of their lists."""
     with ctx.db.transaction() as session:
         released = claims.unclaim(session, leases)
-    by_list: dict[str, list[str]] = {}
-    for job_id, queue, priority in released:
-        by_list.setdefault(ctx.keys.ready(queue, priority), []).append(str(job_id))
-    for list_key, job_ids in by_list.items():
-        push_front(ctx.redis.client, list_key, job_ids)
+    by_place: dict[Place, list[str]] = {}
+    for job in released:
+        by_place.setdefault(Place(job.queue, job.priority, job.tenant), []).append(str(job.id))
+    ready.push_many(ctx.redis.client, ctx.keys, by_place.items(), front=True)
 
 
 def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
@@ -207,10 +216,10 @@ def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID,
 
 
 def extend_lease(
-    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, seconds: float
+    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, seconds: float, tenant: str | None
 ) -> tuple[datetime, bool] | None:
     with ctx.db.transaction() as session:
-        return claims.extend_lease(session, job_id, lease_token, seconds)
+        return claims.extend_lease(session, job_id, lease_token, seconds, tenant)
 
 
 def recover(ctx: Context, held: claims.Held, why: str) -> Finished | None:

@@ -41,7 +41,9 @@ class Submitted:
 
 def _announcement(job: Any) -> Announcement:
     scheduled = job.status == JobStatus.SCHEDULED
-    return Announcement(str(job.id), job.queue, job.priority, job.run_at if scheduled else None)
+    return Announcement(
+        str(job.id), job.queue, job.priority, job.tenant, job.run_at if scheduled else None
+    )
 
 
 def announce_after_commit(ctx: Context, jobs: Sequence[Any]) -> None:

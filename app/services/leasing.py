@@ -1,5 +1,11 @@
 """The HTTP lease protocol for workers in any language: lease, ack, nack, heartbeat. It uses
-the claim, the fenced finish and the retry policy of the native fleet."""
+the claim, the fenced finish and the retry policy of the native fleet.
+
+A worker key leases, acks, nacks and heartbeats its own tenant's jobs only: it takes ids from
+its tenant's ready lists, and another tenant's job answers exactly as an unknown id does. An
+admin key is the operator's: it leases any tenant's jobs, tenants taking turns, as the native
+fleet does.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from app.dispatch import aio
-from app.dispatch.pop import ready_lists
+from app.dispatch.ready import Taken
 from app.domain.errors import InvalidRequest, JobNotFound, LeaseLost
+from app.domain.principal import Principal
 from app.domain.schemas import JobOut
 from app.domain.states import AttemptOutcome
 from app.services import execution
@@ -31,9 +38,11 @@ class Granted:
     lease_expires_at: datetime
 
 
-def claim_popped(ctx: Context, job_id: str, worker_id: str, lease_seconds: float) -> Granted | None:
-    """Claim a popped id for an HTTP worker; None when it was stale or a duplicate."""
-    claimed = execution.claim(ctx, [job_id], HTTP_WORKER_PREFIX + worker_id, lease_seconds)
+def claim_taken(
+    ctx: Context, job_id: str, worker_id: str, lease_seconds: float, tenant: str | None
+) -> Granted | None:
+    """Claim a taken id for an HTTP worker; None when it was stale or a duplicate."""
+    claimed = execution.claim(ctx, [job_id], HTTP_WORKER_PREFIX + worker_id, lease_seconds, tenant)
     if not claimed:
         return None
     with ctx.db.transaction() as session:
@@ -42,41 +51,67 @@ def claim_popped(ctx: Context, job_id: str, worker_id: str, lease_seconds: float
 
 
 async def lease_next(
-    ctx: Context, queue: str, worker_id: str, lease_seconds: float, wait_seconds: float
+    ctx: Context,
+    principal: Principal,
+    queue: str,
+    worker_id: str,
+    lease_seconds: float,
+    wait_seconds: float,
 ) -> Granted | None:
     """The next job of `queue` (highest priority first) for an HTTP worker, waiting up to
-    `wait_seconds` on the event loop; None when nothing came, or the queue is paused."""
-    client = ctx.aredis.client
-    if queue in await aio.paused_queues(client, ctx.keys.paused):
-        return None
-    lists = ready_lists(ctx.keys, [queue])
+    `wait_seconds` on the event loop; None when nothing came, or the queue is paused. A worker
+    key gets its tenant's jobs only; an admin key any tenant's."""
     deadline = time.monotonic() + wait_seconds
+    tenant = principal.tenant_filter
     while True:
-        popped = await aio.pop(client, lists, deadline - time.monotonic())
-        if popped is None:
+        if await _paused(ctx, queue):
             return None
-        granted = await run_in_threadpool(claim_popped, ctx, popped[1], worker_id, lease_seconds)
-        if granted is not None:
-            return granted
+        taken = await _take(ctx, queue, tenant, deadline - time.monotonic())
+        if taken is not None:
+            granted = await run_in_threadpool(
+                claim_taken, ctx, taken.job_ids[0], worker_id, lease_seconds, tenant
+            )
+            if granted is not None:
+                return granted
         if time.monotonic() >= deadline:
             return None
 
 
-def _lost(ctx: Context, job_id: uuid.UUID) -> Exception:
+async def _paused(ctx: Context, queue: str) -> bool:
+    return queue in await aio.paused_queues(ctx.aredis.client, ctx.keys.paused)
+
+
+async def _take(ctx: Context, queue: str, tenant: str | None, wait: float) -> Taken | None:
+    """One id, waiting up to `wait` (one slice at most) for a push."""
+    client, keys = ctx.aredis.client, ctx.keys
+    if tenant is not None:
+        return await aio.take_tenant(client, keys, queue, tenant, wait)
+    taken = await aio.take_any(client, keys, queue)
+    if taken is None and wait > 0 and await aio.wait_bell(client, keys, queue, wait):
+        taken = await aio.take_any(client, keys, queue)
+    return taken
+
+
+def _lost(ctx: Context, job_id: uuid.UUID, tenant: str | None) -> Exception:
+    """Why a lease call found no lease: another tenant's job is as unknown as a missing one."""
     with ctx.db.transaction() as session:
-        exists = job_store.get_job(session, job_id, None) is not None
+        exists = job_store.get_job(session, job_id, tenant) is not None
     return LeaseLost() if exists else JobNotFound()
 
 
-def _lease(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID) -> claims.Lease:
+def _lease(
+    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, tenant: str | None
+) -> claims.Lease:
     with ctx.db.transaction() as session:
-        lease = claims.current_lease(session, job_id, lease_token)
+        lease = claims.current_lease(session, job_id, lease_token, tenant)
     if lease is None:
-        raise _lost(ctx, job_id)
+        raise _lost(ctx, job_id, tenant)
     return lease
 
 
-def ack(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any) -> None:
+def ack(
+    ctx: Context, principal: Principal, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any
+) -> None:
     try:
         encoded = execution.encode_result(result)
     except execution.ResultNotSerialisable as exc:
@@ -84,17 +119,26 @@ def ack(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any) ->
             str(exc),
             errors=[{"loc": ["body", "result"], "msg": str(exc), "type": "value_error"}],
         ) from None
-    lease = _lease(ctx, job_id, lease_token)
+    tenant = principal.tenant_filter
+    lease = _lease(ctx, job_id, lease_token, tenant)
     if not execution.complete(ctx, lease, encoded):
-        raise _lost(ctx, job_id)
+        raise _lost(ctx, job_id, tenant)
 
 
-def nack(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, error: str, retry: bool) -> str:
+def nack(
+    ctx: Context,
+    principal: Principal,
+    job_id: uuid.UUID,
+    lease_token: uuid.UUID,
+    error: str,
+    retry: bool,
+) -> str:
     """Record a failed attempt; returns where the job went (scheduled, failed, cancelled)."""
-    lease = _lease(ctx, job_id, lease_token)
+    tenant = principal.tenant_filter
+    lease = _lease(ctx, job_id, lease_token, tenant)
     done = execution.fail(ctx, lease, error, AttemptOutcome.FAILED, retryable=retry)
     if done is None:
-        raise _lost(ctx, job_id)
+        raise _lost(ctx, job_id, tenant)
     return done.status.value
 
 
@@ -105,9 +149,14 @@ class Extended:
 
 
 def heartbeat(
-    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float
+    ctx: Context,
+    principal: Principal,
+    job_id: uuid.UUID,
+    lease_token: uuid.UUID,
+    lease_seconds: float,
 ) -> Extended:
-    extended = execution.extend_lease(ctx, job_id, lease_token, lease_seconds)
+    tenant = principal.tenant_filter
+    extended = execution.extend_lease(ctx, job_id, lease_token, lease_seconds, tenant)
     if extended is None:
-        raise _lost(ctx, job_id)
+        raise _lost(ctx, job_id, tenant)
     return Extended(*extended)

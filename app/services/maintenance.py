@@ -17,9 +17,8 @@ from typing import Protocol
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import delayed, fleet, locks, reconcile
-from app.dispatch import pop as dispatch_pop
-from app.dispatch.keys import PRIORITIES
+from app.dispatch import delayed, fleet, locks, ready, reconcile
+from app.dispatch.ready import Place
 from app.logging import log_context
 from app.services import execution
 from app.services.context import Context
@@ -59,9 +58,10 @@ class Promoter:
     def run_once(self, now: float) -> int:
         with self.ctx.db.transaction() as session:
             due = store.promote_due(session, BATCH)
-        keys = self.ctx.keys
         moved = delayed.move_to_ready(
-            self.ctx.redis.client, keys, [(str(j.id), keys.ready(j.queue, j.priority)) for j in due]
+            self.ctx.redis.client,
+            self.ctx.keys,
+            [(str(j.id), Place(j.queue, j.priority, j.tenant)) for j in due],
         )
         self._forget_stale(now)
         return moved
@@ -133,12 +133,15 @@ class Reconciler:
         """Push every queued id in dispatch order and re-add every scheduled one. Ids still in
         Redis get a duplicate, which the claim makes harmless."""
         client, keys = self.ctx.redis.client, self.ctx.keys
+        ready.forget_legacy_lists(client, keys)
         pushed = 0
         with self.ctx.db.transaction() as session:
             for batch in store.iter_queued(session, REBUILD_BATCH):
-                reconcile.push_back_many(
-                    client, [(keys.ready(j.queue, j.priority), str(j.id)) for j in batch]
-                )
+                lists: dict[Place, list[str]] = {}
+                for job in batch:
+                    place = Place(job.queue, job.priority, job.tenant)
+                    lists.setdefault(place, []).append(str(job.id))
+                ready.push_many(client, keys, lists.items())
                 pushed += len(batch)
             for scheduled in store.iter_scheduled(session, REBUILD_BATCH):
                 delayed.schedule(client, keys, [(str(i), at) for i, at in scheduled])
@@ -150,24 +153,24 @@ class Reconciler:
         return pushed
 
     def sweep(self) -> int:
-        """For each ready list: a queued job that became ready before the oldest id at the
-        list's head cannot be in the list (lists are FIFO), so its id was lost. Cost: a few
-        ids and one index probe per list, whatever the depth of the queue."""
+        """For each ready list (queue, tenant, priority) with queued jobs: a queued job that
+        became ready before the oldest id at the list's head cannot be in the list (lists are
+        FIFO), so its id was lost. Cost: a few ids and one index probe per list, whatever the
+        depth of the queue."""
         client, keys = self.ctx.redis.client, self.ctx.keys
         pushed = 0
         with self.ctx.db.transaction() as session:
             now = job_store.database_now(session)
             cutoff = now - timedelta(seconds=self.ctx.settings.sweep_after_seconds)
-            for queue in store.queues_with_queued_jobs(session):
-                for priority in PRIORITIES:
-                    list_key = keys.ready(queue, priority)
-                    head = [uuid.UUID(i) for i in reconcile.head(client, list_key, HEAD_SAMPLE)]
-                    oldest = store.oldest_queued_run_at(session, head)
-                    before = min(cutoff, oldest - SWEEP_SLACK) if oldest else cutoff
-                    lost = store.queued_before(session, queue, priority, before, BATCH)
-                    if lost:
-                        dispatch_pop.push_front(client, list_key, [str(i) for i in lost])
-                        pushed += len(lost)
+            for where in store.lists_with_queued_jobs(session):
+                place = Place(where.queue, where.priority, where.tenant)
+                head = [uuid.UUID(i) for i in ready.head(client, keys, place, HEAD_SAMPLE)]
+                oldest = store.oldest_queued_run_at(session, head)
+                before = min(cutoff, oldest - SWEEP_SLACK) if oldest else cutoff
+                lost = store.queued_before(session, where, before, BATCH)
+                if lost:
+                    ready.push(client, keys, place, [str(i) for i in lost], front=True)
+                    pushed += len(lost)
         if pushed:
             log.warning(
                 "queued jobs missing from redis pushed again",

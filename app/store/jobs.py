@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.filters import JobFilter
 from app.domain.states import JobStatus
-from app.store.maintenance import queues_with_queued_jobs as maintenance_queues
+from app.store.maintenance import oldest_queued_by_queue
 from app.store.models import Job, JobAttempt
 
 
@@ -43,7 +43,9 @@ JOB_COLUMNS = (
 )
 
 # What a batch submit needs back of each job; a single submit returns the whole job.
-BRIEF_COLUMNS = "id, status, queue, task, priority, run_at, idempotency_key, request_fingerprint"
+BRIEF_COLUMNS = (
+    "id, tenant, status, queue, task, priority, run_at, idempotency_key, request_fingerprint"
+)
 
 # One statement for one job or a thousand: the rows travel as arrays, so the statement text
 # (and its plan) never changes with the batch size. run_at is now() unless the job asked for
@@ -309,15 +311,5 @@ def cheap_counts(session: Session) -> tuple[dict[str, int], dict[str, int], dict
     history, so a scrape stays cheap however much history the table holds."""
     processing = _count_by_queue(session, JobStatus.PROCESSING)
     failed = _count_by_queue(session, JobStatus.FAILED)
-    oldest: dict[str, datetime] = {}
-    for queue in maintenance_queues(session):
-        first = session.execute(
-            text(
-                "SELECT min((SELECT run_at FROM jobs WHERE status = 'queued' AND queue = :q "
-                "AND priority = p ORDER BY run_at LIMIT 1)) FROM generate_series(0, 9) AS p"
-            ),
-            {"q": queue},
-        ).scalar()
-        if first is not None:
-            oldest[queue] = first
+    oldest = oldest_queued_by_queue(session)
     return processing, failed, oldest

@@ -17,6 +17,7 @@ class Ready:
     id: uuid.UUID
     queue: str
     priority: int
+    tenant: str
 
 
 def promote_due(session: Session, limit: int) -> list[Ready]:
@@ -33,12 +34,14 @@ def promote_due(session: Session, limit: int) -> list[Ready]:
             )
             UPDATE jobs SET status = 'queued', updated_at = now()
              WHERE id IN (SELECT id FROM due) AND status = 'scheduled'
-            RETURNING id, queue, priority, run_at
+            RETURNING id, queue, priority, tenant, run_at
             """
         ),
         {"limit": limit},
     ).all()
-    return [Ready(r.id, r.queue, r.priority) for r in sorted(rows, key=lambda r: r.run_at)]
+    return [
+        Ready(r.id, r.queue, r.priority, r.tenant) for r in sorted(rows, key=lambda r: r.run_at)
+    ]
 
 
 def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -55,26 +58,56 @@ def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUI
     return [job_id for job_id in job_ids if job_id not in live]
 
 
-def queues_with_queued_jobs(session: Session) -> list[str]:
-    """Distinct queues holding queued jobs, by a loose index scan: one index probe per queue,
-    not one row per job, so it stays cheap with millions of queued jobs."""
-    return list(
-        session.scalars(
-            text(
-                """
-                WITH RECURSIVE q AS (
-                    (SELECT queue FROM jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT j.queue FROM jobs j
-                             WHERE j.status = 'queued' AND j.queue > q.queue
-                             ORDER BY j.queue LIMIT 1)
-                      FROM q WHERE q.queue IS NOT NULL
-                )
-                SELECT queue FROM q WHERE queue IS NOT NULL
-                """
-            )
-        ).all()
+@dataclass(frozen=True)
+class ReadyList:
+    """One ready list's place: the queue, tenant and priority of some queued jobs."""
+
+    queue: str
+    tenant: str
+    priority: int
+
+
+# The distinct (queue, tenant, priority) of queued jobs, by a loose index scan: one index probe
+# per list, not one row per job, so it stays cheap with millions of queued jobs.
+READY_LISTS_CTE = """
+    WITH RECURSIVE l AS (
+        (SELECT queue, tenant, priority FROM jobs WHERE status = 'queued'
+          ORDER BY queue, tenant, priority LIMIT 1)
+        UNION ALL
+        SELECT n.queue, n.tenant, n.priority
+          FROM l, LATERAL (
+              SELECT j.queue, j.tenant, j.priority FROM jobs j
+               WHERE j.status = 'queued'
+                 AND (j.queue, j.tenant, j.priority) > (l.queue, l.tenant, l.priority)
+               ORDER BY j.queue, j.tenant, j.priority LIMIT 1
+          ) n
     )
+"""
+
+
+def lists_with_queued_jobs(session: Session) -> list[ReadyList]:
+    """Every (queue, tenant, priority) that has queued jobs."""
+    rows = session.execute(text(READY_LISTS_CTE + "SELECT queue, tenant, priority FROM l")).all()
+    return [ReadyList(r.queue, r.tenant, r.priority) for r in rows]
+
+
+def oldest_queued_by_queue(session: Session) -> dict[str, datetime]:
+    """The ready-since time of each queue's oldest queued job: one index probe per list."""
+    rows = session.execute(
+        text(
+            READY_LISTS_CTE
+            + """
+            SELECT l.queue, min((
+                SELECT j.run_at FROM jobs j
+                 WHERE j.status = 'queued' AND j.queue = l.queue AND j.tenant = l.tenant
+                   AND j.priority = l.priority
+                 ORDER BY j.run_at LIMIT 1
+            )) AS oldest
+              FROM l GROUP BY l.queue
+            """
+        )
+    ).all()
+    return {r.queue: r.oldest for r in rows}
 
 
 def oldest_queued_run_at(session: Session, job_ids: list[uuid.UUID]) -> datetime | None:
@@ -89,7 +122,7 @@ def oldest_queued_run_at(session: Session, job_ids: list[uuid.UUID]) -> datetime
 
 
 def queued_before(
-    session: Session, queue: str, priority: int, before: datetime, limit: int
+    session: Session, where: ReadyList, before: datetime, limit: int
 ) -> list[uuid.UUID]:
     """Queued jobs of one list that became ready before `before`, oldest first."""
     return list(
@@ -97,27 +130,33 @@ def queued_before(
             text(
                 """
                 SELECT id FROM jobs
-                 WHERE status = 'queued' AND queue = :queue AND priority = :priority
-                   AND run_at < :before
+                 WHERE status = 'queued' AND queue = :queue AND tenant = :tenant
+                   AND priority = :priority AND run_at < :before
                  ORDER BY run_at LIMIT :limit
                 """
             ),
-            {"queue": queue, "priority": priority, "before": before, "limit": limit},
+            {
+                "queue": where.queue,
+                "tenant": where.tenant,
+                "priority": where.priority,
+                "before": before,
+                "limit": limit,
+            },
         ).all()
     )
 
 
 def iter_queued(session: Session, batch: int) -> Iterator[list[Ready]]:
-    """Every queued job in dispatch order (queue, priority high to low, FIFO), in batches,
-    streamed through a server-side cursor."""
+    """Every queued job in dispatch order (per queue and tenant, priority high to low, FIFO),
+    in batches, streamed through a server-side cursor."""
     result = session.execute(
         text(
-            "SELECT id, queue, priority FROM jobs WHERE status = 'queued' "
-            "ORDER BY queue, priority DESC, run_at"
+            "SELECT id, queue, priority, tenant FROM jobs WHERE status = 'queued' "
+            "ORDER BY queue, tenant, priority DESC, run_at"
         ).execution_options(yield_per=batch)
     )
     for rows in result.partitions(batch):
-        yield [Ready(r.id, r.queue, r.priority) for r in rows]
+        yield [Ready(r.id, r.queue, r.priority, r.tenant) for r in rows]
 
 
 def iter_scheduled(session: Session, batch: int) -> Iterator[list[tuple[uuid.UUID, datetime]]]:

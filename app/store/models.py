@@ -77,11 +77,12 @@ class Job(Base):
         Index("ix_jobs_scheduled_run_at", "run_at", postgresql_where=text("status = 'scheduled'")),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_created", "created_at", "id"),
-        # The reconciler rebuilds ready lists in priority and FIFO order from this one.
-        # The reconciler's sweep compares a list's head with these (queue, priority, run_at).
+        # Ready lists are per queue, tenant and priority (Redis): the reconciler's sweep walks
+        # the distinct lists of queued jobs and compares each list's head with this order.
         Index(
-            "ix_jobs_queued_order",
+            "ix_jobs_queued_by_tenant",
             "queue",
+            "tenant",
             "priority",
             "run_at",
             postgresql_where=text("status = 'queued'"),

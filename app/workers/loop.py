@@ -1,13 +1,13 @@
 """One job loop (a thread of a worker process): pop, claim, run, finish. Each step is a
 function of its own that a test can call.
 
-Where a queue is deep, a loop takes more than one id per turn: it blocks for one id, then
-takes up to `prefetch - 1` more that are already waiting in the same list (LPOP with a count),
-claims them in one UPDATE, runs them one after another and records their successes in one
-transaction. `prefetch` doubles while the list fills each request and shrinks to what it got
-otherwise, and it never holds more than about BATCH_BUDGET seconds of work (judged by the
-loop's recent run times), so a lone job is never delayed and a loop never sits on work that
-idle loops could run.
+A turn takes up to `prefetch` ids from one ready list (the highest priority with work, the
+tenant whose turn it is), claims them in one UPDATE, runs them one after another and records
+their successes in one transaction. When nothing is ready, the loop blocks on its queues'
+bells until a push rings one. `prefetch` doubles while the list fills each request and shrinks
+to what it got otherwise, and it never holds more than about BATCH_BUDGET seconds of work
+(judged by the loop's recent run times), so a lone job is never delayed and a loop never sits
+on work that idle loops could run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import pop as dispatch_pop
+from app.dispatch import ready
+from app.dispatch.ready import Taken
 from app.domain.states import AttemptOutcome
 from app.logging import log_context
 from app.services import execution
@@ -33,7 +34,7 @@ from app.workers.timeouts import SoftTimeout
 
 log = logging.getLogger(__name__)
 
-POP_TIMEOUT = 1.0  # how long a pop blocks before the loop looks at stop and pause again
+POP_TIMEOUT = 1.0  # how long a wait blocks before the loop looks at stop and pause again
 BACKOFF_ON_ERROR = 1.0
 FINISH_RETRY = 0.25
 BATCH_BUDGET = 0.05  # seconds of work one loop may hold claimed beyond the job it runs
@@ -116,13 +117,11 @@ class JobLoop:
                 self.stopping.wait(BACKOFF_ON_ERROR)
 
     def step(self) -> int:
-        """One turn: pop ids, claim them, run them, finish them. Returns how many ran."""
-        popped = self.pop()
-        if popped is None:
+        """One turn: take ids, claim them, run them, finish them. Returns how many ran."""
+        taken = self.take()
+        if taken is None:
             return 0
-        list_key, first = popped
-        ids = [first, *self.take_more(list_key)]
-        batch = self.claim(list_key, ids)
+        batch = self.claim(taken)
         ran = 0
         try:
             for job in batch:
@@ -141,44 +140,52 @@ class JobLoop:
             self.release(batch[ran:])
         return ran
 
-    def pop(self) -> tuple[str, str] | None:
+    def take(self) -> Taken | None:
+        """Ready ids of the served queues that are not paused: at once if any are waiting,
+        else after a push rings a bell within POP_TIMEOUT; None when none came."""
         self.applied_paused = paused = self.paused
         served = [q for q in self.queues if q not in paused]
         if not served:
             self.stopping.wait(POP_TIMEOUT / 2)
             return None
-        lists = dispatch_pop.ready_lists(self.ctx.keys, served)
-        popped = dispatch_pop.pop(self.ctx.redis.client, lists, POP_TIMEOUT)
-        if popped is not None and self.stopping.is_set():
-            # Stop was asked while we waited: hand the id back rather than start a job.
-            dispatch_pop.push_front(self.ctx.redis.client, popped[0], [popped[1]])
+        client, keys = self.ctx.redis.client, self.ctx.keys
+        count = self.batch_size()
+        taken = ready.take_any(client, keys, served, count)
+        if taken is None:
+            if not ready.wait(client, keys, served, POP_TIMEOUT) or self.stopping.is_set():
+                return None
+            taken = ready.take_any(client, keys, served, count)
+            if taken is None:
+                return None
+        # The list filled the whole request: ask for more next time; else for what it had.
+        got = len(taken.job_ids)
+        self.prefetch = min(self.prefetch_limit(), count * 2) if got == count else got
+        if self.stopping.is_set():
+            # Stop was asked meanwhile: hand the ids back rather than start jobs.
+            ready.push(client, keys, taken.place, taken.job_ids, front=True)
             return None
-        return popped
+        return taken
 
-    def take_more(self, list_key: str) -> list[str]:
-        """Ids already waiting behind the one popped, as many as `prefetch` allows."""
-        limit = self.prefetch_max
+    def prefetch_limit(self) -> int:
+        """At most WORKER_PREFETCH ids, and no more than BATCH_BUDGET seconds of work."""
         if self.average_run > 0:
-            limit = max(1, min(limit, int(BATCH_BUDGET / self.average_run)))
-        self.prefetch = min(self.prefetch, limit)
-        want = self.prefetch - 1
-        more = dispatch_pop.take(self.ctx.redis.client, list_key, want) if want else []
-        self.prefetch = min(limit, self.prefetch * 2) if len(more) == want else len(more) + 1
-        if more and self.stopping.is_set():
-            dispatch_pop.push_front(self.ctx.redis.client, list_key, more)
-            return []
-        return more
+            return max(1, min(self.prefetch_max, int(BATCH_BUDGET / self.average_run)))
+        return self.prefetch_max
 
-    def claim(self, list_key: str, ids: list[str]) -> list[Claimed]:
+    def batch_size(self) -> int:
+        self.prefetch = max(1, min(self.prefetch, self.prefetch_limit()))
+        return self.prefetch
+
+    def claim(self, taken: Taken) -> list[Claimed]:
         try:
-            claimed = execution.claim(self.ctx, ids, self.worker_id)
+            claimed = execution.claim(self.ctx, taken.job_ids, self.worker_id)
         except DBAPIError:
             # Postgres is away: the ids go back where they were rather than wait for the sweep.
-            dispatch_pop.push_front(self.ctx.redis.client, list_key, ids)
+            ready.push(self.ctx.redis.client, self.ctx.keys, taken.place, taken.job_ids, True)
             raise
-        if len(claimed) < len(ids):
+        if len(claimed) < len(taken.job_ids):
             # Stale (cancelled, deleted, already run) or duplicate ids: harmless, counted.
-            self.counters.add(skipped=len(ids) - len(claimed))
+            self.counters.add(skipped=len(taken.job_ids) - len(claimed))
         with self.slot.lock:
             self.slot.held = tuple(claimed)
         return claimed
