@@ -9,8 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.domain.destinations import DestinationPolicy
 
 
 class Environment(StrEnum):
@@ -67,6 +69,11 @@ class Settings(BaseSettings):
     hard_timeout_grace_seconds: float = Field(5.0, ge=0)
     fleet_host: str = ""
 
+    # The built-in http task: destinations beyond public addresses, and its limits.
+    http_task_allow: str = ""
+    http_task_max_reply_bytes: int = Field(1_048_576, ge=1)
+    http_task_max_timeout_seconds: float = Field(30.0, gt=0)
+
     run_duties: bool = True
     promote_interval_seconds: float = Field(0.25, gt=0)
     recovery_interval_seconds: float = Field(1.0, gt=0)
@@ -75,6 +82,12 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(60.0, gt=0)
     retention_seconds: float = Field(7 * 86_400, gt=0)
     dlq_retention_seconds: float = Field(30 * 86_400, gt=0)
+
+    @field_validator("http_task_allow")
+    @classmethod
+    def _parse_allow_list(cls, value: str) -> str:
+        DestinationPolicy.parse(value)  # a ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
@@ -97,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def task_module_names(self) -> list[str]:
         return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+    @property
+    def http_task_policy(self) -> DestinationPolicy:
+        return DestinationPolicy.parse(self.http_task_allow)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -47,29 +47,38 @@ def webhook_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_http_task_covers_success_server_error_and_refusal(
+def test_http_task_covers_success_server_error_and_unreachable(
     ctx: Context, start_fleet: Any, webhook_server: str
 ) -> None:
+    # The fleet's settings allow the local server by name, not by address.
+    local = webhook_server.replace("127.0.0.1", "localhost")
+
     def webhook(url: str) -> dict[str, Any]:
         return {"url": url, "json": {"order": 7}, "headers": {"X-Token": "t-1"}, "timeout": 5}
 
-    def call(url: str) -> str:
-        return submit(ctx, task="http", payload=webhook(url), max_retries=0)
+    def call(url: str, max_retries: int = 0) -> str:
+        return submit(ctx, task="http", payload=webhook(url), max_retries=max_retries)
 
-    ok = call(f"{webhook_server}/ok")
-    error = call(f"{webhook_server}/down")
-    refused = call(f"http://127.0.0.1:{free_port()}/x")
-    start_fleet(processes=1, threads=2)
-    wait_until(lambda: all_done(ctx, 3, done=("completed", "failed")), timeout=60)
+    ok = call(f"{local}/ok")
+    error = call(f"{local}/down")
+    unreachable = call(f"http://localhost:{free_port()}/x")
+    refused = call(f"{webhook_server}/refused", max_retries=3)
+    start_fleet(processes=1, threads=2, HTTP_TASK_ALLOW="localhost")
+    wait_until(lambda: all_done(ctx, 4, done=("completed", "failed")), timeout=60)
 
     assert job_row(ctx, ok).status == "completed"
     assert job_row(ctx, ok).result == {"status": 200, "body": {"seen": {"order": 7}}}
     assert {"path": "/ok", "body": {"order": 7}, "token": "t-1"} in _Handler.received
     assert job_row(ctx, error).status == "failed"
     assert "-> 503" in job_row(ctx, error).last_error
+    assert job_row(ctx, unreachable).status == "failed"
+    assert "ConnectError" in job_row(ctx, unreachable).last_error
+    assert [a.outcome for a in attempts(ctx, unreachable)] == ["failed"]
+    # Its address is not on the allow-list: refused at once, never retried, never connected.
     assert job_row(ctx, refused).status == "failed"
-    assert "ConnectError" in job_row(ctx, refused).last_error
+    assert "refused by the destination policy" in job_row(ctx, refused).last_error
     assert [a.outcome for a in attempts(ctx, refused)] == ["failed"]
+    assert "/refused" not in [r["path"] for r in _Handler.received]
 
 
 def test_echo_and_flaky_record_results_and_errors(ctx: Context, start_fleet: Any) -> None:

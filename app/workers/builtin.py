@@ -1,13 +1,13 @@
-"""The built-in tasks: noop, echo, sleep, fail, flaky and http."""
+"""The built-in tasks: noop, echo, sleep, fail and flaky, and http (app/workers/http_task.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import httpx
-
-from app.workers.registry import JobContext, task
+from app.settings import Settings
+from app.workers.http_task import HttpTask
+from app.workers.registry import JobContext, TaskFunction, task
 
 
 class TaskFailed(Exception):
@@ -50,27 +50,6 @@ def flaky(payload: Any, job: JobContext) -> dict[str, int]:
     return {"attempt": job.attempt}
 
 
-@task("http")
-def http(payload: Any, job: JobContext) -> dict[str, Any]:
-    """Call payload.url with payload.method (POST), headers, json and timeout (10 s).
-
-    A status outside 2xx is a failure; the reply's status and body (JSON when it parses,
-    else text) are the result.
-    """
-    if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
-        raise TaskFailed("http task needs a payload with a 'url'")
-    timeout = min(float(payload.get("timeout", 10)), max(job.deadline - time.time(), 0.1))
-    response = httpx.request(
-        str(payload.get("method", "POST")).upper(),
-        payload["url"],
-        headers=payload.get("headers"),
-        json=payload.get("json"),
-        timeout=timeout,
-    )
-    if not response.is_success:
-        raise TaskFailed(f"{response.request.method} {payload['url']} -> {response.status_code}")
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    return {"status": response.status_code, "body": body}
+def configured_tasks(settings: Settings) -> dict[str, TaskFunction]:
+    """The built-in tasks that are built from the settings, by the process that runs them."""
+    return {"http": HttpTask.from_settings(settings)}

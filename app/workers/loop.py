@@ -29,7 +29,7 @@ from app.logging import log_context
 from app.services import execution
 from app.services.context import Context
 from app.store.claims import Claimed
-from app.workers.registry import JobContext, TaskRegistry, UnknownTask
+from app.workers.registry import JobContext, NonRetryable, TaskRegistry, UnknownTask
 from app.workers.timeouts import SoftTimeout
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,8 @@ class JobLoop:
             return Outcome(result_json=execution.encode_result(result))
         except execution.ResultNotSerialisable as exc:
             return Outcome(error=str(exc), kind=AttemptOutcome.FAILED, retryable=False)
+        except NonRetryable as exc:
+            return Outcome(error=_describe(exc), kind=AttemptOutcome.FAILED, retryable=False)
         except SoftTimeout:
             return Outcome(
                 error=f"timeout: ran past {job.timeout_seconds} s", kind=AttemptOutcome.TIMEOUT

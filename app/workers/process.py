@@ -62,7 +62,7 @@ class WorkerProcess:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         # Ctrl-C reaches the whole process group; the manager alone decides what it means.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        tasks = load_task_modules(self.spec.settings.task_module_names)
+        tasks = load_task_modules(self.spec.settings)
         threads = []
         for slot in self.slots:
             loop = JobLoop(

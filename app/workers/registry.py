@@ -2,6 +2,10 @@
 
 A task receives the job's payload; if it also has a parameter named `job` it receives a
 `JobContext` (id, attempt, deadline, cancellation). What it returns must be JSON-serialisable.
+A task that knows running it again cannot help raises `NonRetryable`.
+
+Most tasks register themselves at import. Built-in tasks that need settings (`http`) are built
+and registered by `load_task_modules`, in the process that runs them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from app.settings import Settings
 
 TaskFunction = Callable[..., Any]
 
@@ -51,6 +57,11 @@ class UnknownTask(LookupError):
     listed in TASK_MODULES, or fix the task name of the job."""
 
 
+class NonRetryable(Exception):
+    """Raised by a task when running it again cannot succeed (a malformed payload, a refused
+    destination): the job fails at once, without retries, with this error."""
+
+
 class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
@@ -83,9 +94,13 @@ def task(name: str) -> Callable[[TaskFunction], TaskFunction]:
     return decorator
 
 
-def load_task_modules(names: list[str]) -> TaskRegistry:
-    """Import the built-in tasks and every module named in TASK_MODULES."""
-    importlib.import_module("app.workers.builtin")
-    for name in names:
+def load_task_modules(settings: Settings) -> TaskRegistry:
+    """Import the built-in tasks, register those built from the settings, then import every
+    module named in TASK_MODULES (which may replace a built-in by registering its name)."""
+    from app.workers.builtin import configured_tasks  # builtin imports this module
+
+    for name, function in configured_tasks(settings).items():
+        registry.register(name, function)
+    for name in settings.task_module_names:
         importlib.import_module(name)
     return registry
