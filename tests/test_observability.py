@@ -48,11 +48,13 @@ def test_metrics_count_requests_and_jobs_by_route_template(
     reader = {"Authorization": f"Bearer {make_key('ops', 'metrics')}"}
     job = client.post("/jobs", json={"task": "echo", "queue": "mail"}, headers=producer).json()
     client.get(f"/jobs/{job['id']}", headers=producer)
+    client.request("BREW", "/jobs", headers=producer)  # a method the client invented
     text = client.get("/metrics", headers=reader).text
     assert 'jobfleet_jobs_created_total{queue="mail",task="echo"}' in text
     assert 'jobfleet_http_requests_total{method="GET",route="/jobs/{job_id}",status="200"}' in text
     assert 'jobfleet_queue_depth{queue="mail",state="queued"} 1.0' in text
     assert "jobfleet_queue_oldest_age_seconds" in text
+    assert 'method="BREW"' not in text and 'method="other"' in text
 
 
 def test_metrics_need_a_metrics_or_admin_key_by_default(client: TestClient, make_key: Any) -> None:

@@ -15,6 +15,9 @@ key                        type        TTL         written by                   
 <p>:epoch                  string      none        bootstrap; absent = data lost     reconciler
 <p>:lock:<duty>            string      lock TTL    periodic duties                   periodic duties
 <p>:ratelimit:...          (limits)    window      API rate limiter                  API
+<p>:labels:<queue|task>    set         none        every process that counts a job   the same
+                                                   (admits names up to               (metric
+                                                   METRICS_MAX_QUEUES / _TASKS)      labels)
 
 The queue name sits in a hash tag ({...}) so Redis Cluster keeps a queue's lists on one shard.
 """
@@ -65,6 +68,10 @@ class Keys:
     @property
     def ratelimit(self) -> str:
         return f"{self.prefix}:ratelimit"
+
+    def metric_labels(self, label: str) -> str:
+        """The names admitted as values of a metric label (`queue` or `task`)."""
+        return f"{self.prefix}:labels:{label}"
 
     @property
     def everything(self) -> str:
