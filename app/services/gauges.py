@@ -57,9 +57,9 @@ class FleetGauges:
             "Jobs per queue and state: queued (ids ready in Redis), processing, failed (DLQ).",
             labels=["queue", "state"],
         )
+        by_state = {"queued": ready, "processing": processing, "failed": failed}
         for value, members in groups.items():
-            for state, counts in (("queued", ready), ("processing", processing),
-                                  ("failed", failed)):  # fmt: skip
+            for state, counts in by_state.items():
                 depth.add_metric([value, state], sum(counts.get(q, 0) for q in members))
         yield depth
         yield GaugeMetricFamily(
