@@ -90,6 +90,7 @@ class Stack:
                 "rate_limit_enabled": False,
                 "log_level": "WARNING",
                 "fleet_metrics_port": 0,
+                "api_metrics_port": 0,
             }
         )
         self.api_workers = api_workers

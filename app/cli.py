@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.exc import OperationalError
 
 from app.domain.errors import JobfleetError
+from app.domain.principal import Scope
 from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
@@ -25,9 +26,16 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
 
     # Before uvicorn imports the app: every API worker process counts into this directory.
     prepare_multiprocess_dir(settings.metrics_dir, "api")
+    from app.api.metrics_port import open_metrics_port
     from app.api.serve import serve
 
-    serve(settings.api_host, settings.api_port, settings.api_workers)
+    # One metrics port per API, in this process: it merges every worker process's files.
+    metrics_port = open_metrics_port(settings)
+    try:
+        serve(settings.api_host, settings.api_port, settings.api_workers)
+    finally:
+        if metrics_port is not None:
+            metrics_port.close()
     return 0
 
 
@@ -108,6 +116,7 @@ def _stop_fleet(fleet: subprocess.Popen[bytes], grace: float) -> None:
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.metrics_port import MetricsPort, open_metrics_port
     from app.devstack import ensure_services
     from app.main import create_app
     from app.store.admin import migrate
@@ -117,6 +126,7 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
         settings.database_url, settings.redis_url, local_dir
     )
     fleet: subprocess.Popen[bytes] | None = None
+    metrics_port: MetricsPort | None = None
     try:
         settings = settings.model_copy(
             update={"database_url": database_url, "redis_url": redis_url}
@@ -125,10 +135,16 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
         migrate(database_url)
         key = _demo_key(settings, local_dir)
         fleet = _start_fleet(dict(os.environ))
+        metrics_port = open_metrics_port(settings)
         base = f"http://{settings.api_host}:{settings.api_port}"
+        metrics_url = (
+            f"http://{settings.api_metrics_host}:{metrics_port.port}/metrics (no key)"
+            if metrics_port
+            else f"{base}/metrics (with a metrics or admin key)"
+        )
         print(
             f"\nJobfleet is starting.\n"
-            f"  API        {base}\n  API docs   {base}/docs\n"
+            f"  API        {base}\n  API docs   {base}/docs\n  metrics    {metrics_url}\n"
             f"  fleet      {settings.worker_processes} processes x {settings.worker_threads} "
             f"threads on queues {settings.worker_queues}\n"
             f"  Postgres   {database_url.rsplit('@', 1)[-1]}\n  Redis      {redis_url}\n"
@@ -146,6 +162,8 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
             access_log=False,
         )
     finally:
+        if metrics_port is not None:
+            metrics_port.close()
         if fleet is not None:
             _stop_fleet(fleet, settings.shutdown_grace_seconds)
         for service in reversed(started):
@@ -244,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         required=True,
-        choices=["producer", "worker", "admin"],
+        choices=[scope.value for scope in Scope],
         help="repeat for several scopes",
     )
     create.add_argument("--name", default="")

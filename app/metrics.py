@@ -117,7 +117,14 @@ class Metrics:
     def exposition(self, extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
         """The text a scrape gets: this process's (or every process's) metrics plus `extra`
         collectors computed now."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.scrape_registry(extra)), CONTENT_TYPE_LATEST
+
+    def scrape_registry(self, extra: Iterable[Collector] = ()) -> CollectorRegistry:
+        """A registry whose every collection reads the metrics afresh: the files of every
+        process in multiprocess mode, else this process's registry; plus `extra`."""
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
         registry = CollectorRegistry()
@@ -128,7 +135,7 @@ class Metrics:
             registry.register(_Delegate(self.registry))
         for collector in extra:
             registry.register(collector)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
 
 
 class _Delegate:

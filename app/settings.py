@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
-    metrics_public: bool = True
+    metrics_public: bool = False
+    api_metrics_port: int = Field(9101, ge=0, le=65535)
+    api_metrics_host: str = "127.0.0.1"
+    metrics_max_queues: int = Field(100, ge=1)
+    metrics_max_tasks: int = Field(200, ge=1)
     metrics_dir: str = ""
     fleet_metrics_port: int = Field(9100, ge=0, le=65535)
     fleet_metrics_host: str = "127.0.0.1"

@@ -50,6 +50,8 @@ def settings() -> Iterator[Settings]:
         rate_limit_write="100000/minute",
         rate_limit_admin="100000/minute",
         log_level="WARNING",
+        # Tests that want the API's metrics port give it a free one; 9101 may be in use.
+        api_metrics_port=0,
     )
     migrate(test_settings.database_url)
     yield test_settings

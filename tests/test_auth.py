@@ -131,3 +131,14 @@ def test_keys_cli_creates_lists_and_revokes(
     assert "revoked" in run_cli(settings, "keys", "list", "--tenant", "cli-co").stdout
     again = run_cli(settings, "keys", "revoke", key_id)
     assert again.returncode != 0
+
+
+def test_keys_cli_creates_a_metrics_key(
+    settings: Settings, ctx: Context, client: TestClient
+) -> None:
+    created = run_cli(settings, "keys", "create", "--tenant", "ops", "--scope", "metrics")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert "scopes metrics" in created.stdout
+    assert client.get("/metrics", headers=bearer(key)).status_code == 200
+    assert client.get("/jobs", headers=bearer(key)).status_code == 403

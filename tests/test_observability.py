@@ -43,24 +43,46 @@ def test_log_lines_are_json_with_request_tenant_and_job(
 
 
 def test_metrics_count_requests_and_jobs_by_route_template(
-    client: TestClient, producer: dict[str, str]
+    client: TestClient, producer: dict[str, str], make_key: Any
 ) -> None:
+    reader = {"Authorization": f"Bearer {make_key('ops', 'metrics')}"}
     job = client.post("/jobs", json={"task": "echo", "queue": "mail"}, headers=producer).json()
     client.get(f"/jobs/{job['id']}", headers=producer)
-    text = client.get("/metrics").text
+    client.request("BREW", "/jobs", headers=producer)  # a method the client invented
+    text = client.get("/metrics", headers=reader).text
     assert 'jobfleet_jobs_created_total{queue="mail",task="echo"}' in text
     assert 'jobfleet_http_requests_total{method="GET",route="/jobs/{job_id}",status="200"}' in text
     assert 'jobfleet_queue_depth{queue="mail",state="queued"} 1.0' in text
     assert "jobfleet_queue_oldest_age_seconds" in text
+    assert 'method="BREW"' not in text and 'method="other"' in text
 
 
-def test_metrics_can_require_an_admin_key(settings: Any, make_key: Any) -> None:
+def test_metrics_need_a_metrics_or_admin_key_by_default(client: TestClient, make_key: Any) -> None:
+    def bearer(*scopes: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_key('acme', *scopes)}"}
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer("producer", "worker")).status_code == 403
+    assert client.get("/metrics", headers=bearer("admin")).status_code == 200
+    reader = bearer("metrics")
+    reply = client.get("/metrics", headers=reader)
+    assert reply.status_code == 200 and "jobfleet_http_requests_total" in reply.text
+
+    # A metrics key reads /metrics and nothing else.
+    refused = [
+        ("GET", "/jobs", None), ("GET", "/queues", None), ("GET", "/workers", None),
+        ("GET", "/dlq", None), ("POST", "/jobs", {"task": "noop"}),
+        ("POST", "/queues/default/lease", {}), ("PUT", "/fleet/h1/size", {"processes": 1}),
+    ]  # fmt: skip
+    for method, path, body in refused:
+        answer = client.request(method, path, json=body, headers=reader)
+        assert answer.status_code == 403, (method, path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_metrics_public_serves_them_without_a_key(settings: Any) -> None:
     from app.main import create_app
 
-    private = settings.model_copy(update={"metrics_public": False})
-    with TestClient(create_app(private)) as client:
-        assert client.get("/metrics").status_code == 401
-        producer = {"Authorization": f"Bearer {make_key('acme')}"}
-        assert client.get("/metrics", headers=producer).status_code == 403
-        admin = {"Authorization": f"Bearer {make_key('ops', 'admin')}"}
-        assert client.get("/metrics", headers=admin).status_code == 200
+    public = settings.model_copy(update={"metrics_public": True})
+    with TestClient(create_app(public)) as client:
+        assert client.get("/metrics").status_code == 200

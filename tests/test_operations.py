@@ -3,9 +3,10 @@
 - promtool accepts prometheus.yml and alerts.yml, and the alert unit tests of
   docker/prometheus/alerts.test.yml pass;
 - a real Prometheus (Debian's `prometheus`), configured from docker/prometheus/prometheus.yml,
-  scrapes a live API and a live fleet that ran real jobs: every expression of every Grafana
-  panel returns data, every alert expression evaluates, every rule group loads healthy, and
-  every metric they name is one the app exports;
+  scrapes a live API (on its metrics port, without a key) and a live fleet that ran real
+  jobs: every expression of every Grafana panel returns data, every alert expression
+  evaluates, every rule group loads healthy, and every metric they name is one the app
+  exports;
 - the fleet's metrics port adds up the counters of all its worker processes;
 - the compose files validate against the Compose schema (tests/data/compose-spec.json) and
   agree with the app: settings names, commands, ports, mounted files;
@@ -281,16 +282,28 @@ def finished(ctx: Context, expected: dict[str, int]) -> bool:
     return all(counts.get(status, 0) == n for status, n in expected.items())
 
 
+@pytest.fixture
+def metrics_api(settings: Settings) -> Iterator[tuple[LiveAPI, int]]:
+    """A live API (two worker processes) with its metrics port, and that port."""
+    port = free_port()
+    api = LiveAPI(settings, API_WORKERS="2", API_METRICS_PORT=str(port))
+    yield api, port
+    api.stop()
+
+
 @pytest.mark.live
 def test_every_panel_and_alert_evaluates_on_a_real_prometheus(
     ctx: Context,
-    live_api: LiveAPI,
+    metrics_api: tuple[LiveAPI, int],
     producer: dict[str, str],
     start_fleet: Any,
     prometheus: Callable[[dict[int, str]], Prometheus],
 ) -> None:
+    live_api, api_metrics_port = metrics_api
     fleet_port = free_port()
-    server = prometheus({8000: f"127.0.0.1:{live_api.port}", 9100: f"127.0.0.1:{fleet_port}"})
+    # The API's /metrics wants a key; Prometheus scrapes its metrics port instead.
+    assert httpx.get(f"{live_api.url}/metrics", timeout=5).status_code == 401
+    server = prometheus({9101: f"127.0.0.1:{api_metrics_port}", 9100: f"127.0.0.1:{fleet_port}"})
     fleet = start_fleet(
         processes=2,
         threads=2,
@@ -498,6 +511,13 @@ def test_compose_agrees_with_the_app_and_prometheus() -> None:
     api_port = setting("api", "api_port")
     assert [container_port(p) for p in services["api"]["ports"]] == [api_port]
     assert services["api"]["environment"]["API_HOST"] == "0.0.0.0"
+    # The API's /metrics keeps its default (a key needed); its metrics port is only exposed to
+    # the compose network, where Prometheus scrapes it.
+    assert "METRICS_PUBLIC" not in services["api"]["environment"]
+    api_metrics_port = setting("api", "api_metrics_port")
+    assert api_metrics_port and api_metrics_port != api_port
+    assert [int(p) for p in services["api"]["expose"]] == [api_metrics_port]
+    assert services["api"]["environment"]["API_METRICS_HOST"] == "0.0.0.0"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "worker"):
         depends = services[name]["depends_on"]
@@ -518,7 +538,7 @@ def test_compose_agrees_with_the_app_and_prometheus() -> None:
         for sd in job.get("dns_sd_configs", [])
         for name in sd["names"]
     }
-    assert scraped == {("api", api_port), ("worker", fleet_port)}
+    assert scraped == {("api", api_metrics_port), ("worker", fleet_port)}
 
     # Stores: AOF Redis, health-checked, on named volumes.
     assert "--appendonly" in services["redis"]["command"]
@@ -601,7 +621,8 @@ def test_the_image_runs_the_app_unprivileged_with_cached_dependencies() -> None:
     assert json.loads(dict(steps)["ENTRYPOINT"]) == ["python", "-m", "app"]
     assert json.loads(dict(steps)["CMD"]) == ["api"]
     environment = " ".join(args for kind, args in steps if kind == "ENV")
-    assert "API_HOST=0.0.0.0" in environment and "FLEET_METRICS_HOST=0.0.0.0" in environment
+    for listener in ("API_HOST", "API_METRICS_HOST", "FLEET_METRICS_HOST"):
+        assert f"{listener}=0.0.0.0" in environment
     assert set(re.findall(r"\b([A-Z][A-Z_]+)=", environment)) - {
         "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR",
         "PIP_DISABLE_PIP_VERSION_CHECK",

@@ -17,6 +17,8 @@ from app.metrics import metrics
 log = logging.getLogger("app.access")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The client picks the method token (h11 takes any): other methods share one label value.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -59,9 +61,10 @@ class RequestContext:
                 elapsed = time.perf_counter() - started
                 # The route template (/jobs/{job_id}), never the raw path: bounded labels.
                 route = getattr(scope.get("route"), "path", "unmatched")
+                method = scope["method"] if scope["method"] in _METHODS else "other"
                 observed = metrics()
-                observed.http_requests.labels(scope["method"], route, str(status)).inc()
-                observed.http_latency.labels(scope["method"], route).observe(elapsed)
+                observed.http_requests.labels(method, route, str(status)).inc()
+                observed.http_latency.labels(method, route).observe(elapsed)
                 log.info(
                     "request",
                     extra={

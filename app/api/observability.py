@@ -1,5 +1,6 @@
 """GET /metrics: Prometheus text for this API (all its worker processes) and the scrape-time
-queue and fleet gauges."""
+queue and fleet gauges. The same text is served without a key on the API's metrics port
+(app/api/metrics_port.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from app.services.gauges import FleetGauges
 
 router = APIRouter(tags=["health"])
 
-_admin = caller(Scope.ADMIN, "admin")
+# Admin keys pass every scope check; a `metrics` key passes this one only.
+_reader = caller(Scope.METRICS, "admin")
 
 
 @router.get("/metrics", response_class=Response)
@@ -26,8 +28,9 @@ async def prometheus_metrics(
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Response:
-    """Prometheus text; needs an admin key unless METRICS_PUBLIC is true."""
+    """Prometheus text; needs a key with the `metrics` or `admin` scope unless
+    METRICS_PUBLIC is true."""
     if not ctx.settings.metrics_public:
-        await _admin(request, ctx, credentials)
+        await _reader(request, ctx, credentials)
     body, content_type = await run_in_threadpool(metrics().exposition, [FleetGauges(ctx)])
     return Response(body, media_type=content_type)

@@ -21,6 +21,9 @@ key                          type        TTL        written by                  
                                                     lost (or an older layout)
 <p>:lock:<duty>              string      lock TTL   periodic duties             periodic duties
 <p>:ratelimit:...            (limits)    window     API rate limiter            API
+<p>:labels:<queue|task>      set         none       every process that counts   the same (metric
+                                                    a job (admits names up to   labels)
+                                                    METRICS_MAX_QUEUES/_TASKS)
 
 Ready ids live in one list per queue, priority and tenant (FIFO: RPUSH, LPOP), so that an HTTP
 worker of one tenant takes only that tenant's jobs without looking at anyone else's. Which
@@ -93,6 +96,10 @@ class Keys:
     @property
     def ratelimit(self) -> str:
         return f"{self.prefix}:ratelimit"
+
+    def metric_labels(self, label: str) -> str:
+        """The names admitted as values of a metric label (`queue` or `task`)."""
+        return f"{self.prefix}:labels:{label}"
 
     @property
     def everything(self) -> str:

@@ -13,6 +13,7 @@ class Scope(StrEnum):
     PRODUCER = "producer"
     WORKER = "worker"
     ADMIN = "admin"
+    METRICS = "metrics"  # reads /metrics, nothing else
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,6 @@ class Principal:
         return None if self.is_admin else self.tenant
 
     def require(self, scope: Scope) -> None:
-        # Admin may do anything a producer or worker may.
+        # Admin may do anything a producer, worker or metrics key may.
         if scope not in self.scopes and not self.is_admin:
             raise Forbidden(f"this action needs an API key with the '{scope}' scope")

@@ -8,6 +8,7 @@ from app.dispatch.aio import AsyncRedisHandle
 from app.dispatch.client import RedisHandle
 from app.dispatch.keys import Keys
 from app.services.keycache import PrincipalCache
+from app.services.metric_labels import MetricLabels
 from app.settings import Settings
 from app.store.engine import Database
 
@@ -20,6 +21,7 @@ class Context:
     aredis: AsyncRedisHandle = field(init=False)
     keys: Keys = field(init=False)
     principals: PrincipalCache = field(init=False)
+    metric_labels: MetricLabels = field(init=False)
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
@@ -28,6 +30,10 @@ class Context:
         self.aredis = AsyncRedisHandle(self.settings.redis_url)
         self.keys = Keys(self.settings.key_prefix)
         self.principals = PrincipalCache()
+        settings = self.settings
+        self.metric_labels = MetricLabels(
+            self.redis, self.keys, settings.metrics_max_queues, settings.metrics_max_tasks
+        )
 
     def close(self) -> None:
         self.db.dispose()

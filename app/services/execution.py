@@ -59,7 +59,7 @@ def claim(
     if len(claimed) < len(job_ids):
         observed.claims_skipped.inc(len(job_ids) - len(claimed))
     for job in claimed:
-        observed.job_wait.labels(job.queue, job.task).observe(
+        observed.job_wait.labels(*ctx.metric_labels.job(job.queue, job.task)).observe(
             max(0.0, (job.started_at - job.run_at).total_seconds())
         )
         log.info(
@@ -92,7 +92,7 @@ def complete(ctx: Context, lease: Lease, result_json: str) -> bool:
             session, lease, JobStatus.COMPLETED, AttemptOutcome.COMPLETED, result_json=result_json
         )
     if done is not None:
-        _count_finish(done, AttemptOutcome.COMPLETED)
+        _count_finish(ctx, done, AttemptOutcome.COMPLETED)
     _log_finish(lease, done, error=None)
     return done is not None
 
@@ -104,7 +104,7 @@ def complete_many(ctx: Context, done: list[tuple[Lease, str]]) -> int:
     with ctx.db.transaction() as session:
         finished = claims.complete_many(session, done)
     for item in finished:
-        _count_finish(item, AttemptOutcome.COMPLETED)
+        _count_finish(ctx, item, AttemptOutcome.COMPLETED)
     if len(finished) < len(done):
         held = {f.id for f in finished}
         for lease, _ in done:
@@ -145,7 +145,7 @@ def fail(
                 delay_seconds=decision.delay_seconds,
             )
     if done is not None:
-        _count_finish(done, outcome)
+        _count_finish(ctx, done, outcome)
         if done.status is JobStatus.SCHEDULED:
             announce_scheduled(ctx, done)
     _log_finish(lease, done, error=error, outcome=outcome.value)
@@ -168,9 +168,9 @@ _ACTIONS = {
 }
 
 
-def _count_finish(done: Finished, outcome: AttemptOutcome) -> None:
+def _count_finish(ctx: Context, done: Finished, outcome: AttemptOutcome) -> None:
     observed = metrics()
-    labels = (done.queue, done.task)
+    labels = ctx.metric_labels.job(done.queue, done.task)
     observed.job_duration.labels(*labels).observe(done.duration_seconds)
     if outcome is not AttemptOutcome.COMPLETED:
         observed.jobs_failed.labels(*labels).inc()
@@ -181,7 +181,7 @@ def _count_finish(done: Finished, outcome: AttemptOutcome) -> None:
     elif done.status is JobStatus.FAILED:
         observed.jobs_dead_lettered.labels(*labels).inc()
     else:
-        observed.jobs_cancelled.labels(done.queue).inc()
+        observed.jobs_cancelled.labels(labels[0]).inc()
 
 
 def _log_finish(lease: Lease, done: Finished | None, **extra: Any) -> None:
@@ -231,7 +231,7 @@ def recover(ctx: Context, held: claims.Held, why: str) -> Finished | None:
         outcome, error = AttemptOutcome.LOST, f"worker lost: {why}"
     done = fail(ctx, held.lease, error, outcome)
     if done is not None:
-        metrics().jobs_recovered.labels(done.queue).inc()
+        metrics().jobs_recovered.labels(ctx.metric_labels.queue(done.queue)).inc()
         log.warning(
             "job recovered",
             extra={"action": "job_recovered", "job_id": str(held.lease.id), "reason": why},

@@ -1,6 +1,7 @@
 """Gauges computed at scrape time from Redis and Postgres: queue depth by state, the age of
 the oldest waiting job, and live workers by host and state. Served by the API only, so that
-several scrape targets never double them."""
+several scrape targets never double them. Queues beyond the label bound are added up under
+one overflow series."""
 
 from __future__ import annotations
 
@@ -46,16 +47,20 @@ class FleetGauges:
         queues = sorted(set(processing) | set(failed) | set(oldest) | paused)
         ready = fleet.queue_lengths(client, keys, queues)
         scheduled = client.zcard(keys.delayed)
+        # Queues past the label bound share one series (see app/services/metric_labels.py).
+        groups: dict[str, list[str]] = {}
+        for queue, value in self.ctx.metric_labels.queues(queues).items():
+            groups.setdefault(value, []).append(queue)
 
         depth = GaugeMetricFamily(
             "jobfleet_queue_depth",
             "Jobs per queue and state: queued (ids ready in Redis), processing, failed (DLQ).",
             labels=["queue", "state"],
         )
-        for queue in queues:
-            depth.add_metric([queue, "queued"], ready.get(queue, 0))
-            depth.add_metric([queue, "processing"], processing.get(queue, 0))
-            depth.add_metric([queue, "failed"], failed.get(queue, 0))
+        by_state = {"queued": ready, "processing": processing, "failed": failed}
+        for value, members in groups.items():
+            for state, counts in by_state.items():
+                depth.add_metric([value, state], sum(counts.get(q, 0) for q in members))
         yield depth
         yield GaugeMetricFamily(
             "jobfleet_scheduled_jobs",
@@ -67,15 +72,17 @@ class FleetGauges:
             "Seconds the oldest runnable queued job of each queue has waited.",
             labels=["queue"],
         )
-        for queue in queues:
-            since = oldest.get(queue)
-            age.add_metric([queue], max(0.0, (now - since).total_seconds()) if since else 0.0)
-        yield age
         paused_gauge = GaugeMetricFamily(
             "jobfleet_queue_paused", "1 when the queue is paused.", labels=["queue"]
         )
-        for queue in queues:
-            paused_gauge.add_metric([queue], 1.0 if queue in paused else 0.0)
+        for value, members in groups.items():
+            # A shared series is paused only when all its queues are, and its age is that of
+            # its running queues: a paused queue's jobs wait on purpose.
+            running = [q for q in members if q not in paused]
+            waited = [now - oldest[q] for q in running or members if q in oldest]
+            age.add_metric([value], max(0.0, max(waited).total_seconds()) if waited else 0.0)
+            paused_gauge.add_metric([value], 0.0 if running else 1.0)
+        yield age
         yield paused_gauge
 
     def _workers(self) -> Iterator[Metric]:

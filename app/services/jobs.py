@@ -139,7 +139,8 @@ def _write(
     created = list(inserted.values())
     announce_after_commit(ctx, created)
     observed = metrics()
-    for (queue, task), count in Counter((job.queue, job.task) for job in created).items():
+    counts = ctx.metric_labels.job_counts(Counter((job.queue, job.task) for job in created))
+    for (queue, task), count in counts.items():
         observed.jobs_created.labels(queue, task).inc(count)
     return results
 
@@ -250,7 +251,7 @@ def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
         raise _refuse(ctx, principal, job_id, "cancel")
     # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
     bind(tenant=principal.tenant, job_id=str(job_id))
-    metrics().jobs_cancelled.labels(job.queue).inc()
+    metrics().jobs_cancelled.labels(ctx.metric_labels.queue(job.queue)).inc()
     log.info("job cancelled", extra={"action": "job_cancelled"})
     return Cancelled(JobOut.model_validate(job), immediate=True)
 
