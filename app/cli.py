@@ -100,7 +100,8 @@ def _demo_key(settings: Settings, local_dir: Path) -> str:
 
 
 def _start_fleet(environment: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "app", "worker"], env=environment)
+    command = [sys.executable, "-m", "app", "worker", "--stop-with-parent"]
+    return subprocess.Popen(command, env=environment)
 
 
 def _stop_fleet(fleet: subprocess.Popen[bytes], grace: float) -> None:
@@ -186,6 +187,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         processes=settings.worker_processes if args.processes is None else args.processes,
         threads=args.threads or settings.worker_threads,
         queues=queues or settings.queues,
+        stop_with_parent=args.stop_with_parent,
     )
     return manager.run()
 
@@ -243,6 +245,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")
     worker.add_argument("--queues", help="comma-separated queues to serve (WORKER_QUEUES)")
+    worker.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop the fleet when the process that started it exits, however it ended",
+    )
     commands.add_parser(
         "maintenance",
         help="run only the periodic duties: promoter, recovery, reconciler, retention",

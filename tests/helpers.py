@@ -175,6 +175,15 @@ class LiveDev:
         self.key = keys[0]
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: answers(self.url), timeout=30)
+        wait_until(self._fleet_up, timeout=60)
+
+    def _fleet_up(self) -> bool:
+        """Its fleet's worker process beats: jobs submitted now run without waiting for it."""
+        reply = httpx.get(
+            f"{self.url}/workers", headers={"Authorization": f"Bearer {self.key}"}, timeout=5
+        )
+        items = reply.json()["items"] if reply.status_code == 200 else []
+        return any(w["host"] == self.host and w["kind"] == "worker" for w in items)
 
     def interrupt(self) -> int:
         """Ctrl-C, as a person would: the exit status once everything stopped."""

@@ -58,6 +58,7 @@ class WorkerManager:
         processes: int,
         threads: int,
         queues: list[str],
+        stop_with_parent: bool = False,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -73,6 +74,9 @@ class WorkerManager:
         self.quick_deaths = 0
         self.next_spawn_at = 0.0
         self.manager_id = f"{host}:manager:{os.getpid()}"
+        # The process that started us, when its end should be ours: `dev` runs the fleet for
+        # as long as it runs, whatever signal ends it (SIGKILL included).
+        self.parent = os.getppid() if stop_with_parent else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -91,6 +95,9 @@ class WorkerManager:
             next_desired = next_beat = 0.0
             while not self.stop_requested.is_set():
                 now = time.monotonic()
+                if self.parent is not None and os.getppid() != self.parent:
+                    log.warning("parent gone: stopping", extra={"action": "fleet_orphaned"})
+                    break
                 self.reap()
                 self.enforce_hard_timeouts()
                 if now >= next_desired:
