@@ -11,7 +11,10 @@ key                        type        TTL         written by                   
 <p>:worker:<worker id>     string      heartbeat   every worker process and manager  GET /workers,
                            (JSON)      TTL                                           recovery
 <p>:paused                 set         none        API pause and resume              workers
-<p>:fleet:<host>:desired   string      none        API PUT /fleet/{host}/size        manager
+<p>:fleet:<host>:desired   string      none        API PUT /fleet/{host}/size (only  manager
+                                                   for a host with a live manager
+                                                   or a size already stored);
+                                                   DELETE removes it
 <p>:epoch                  string      none        bootstrap; absent = data lost     reconciler
 <p>:lock:<duty>            string      lock TTL    periodic duties                   periodic duties
 <p>:ratelimit:...          (limits)    window      API rate limiter                  API
