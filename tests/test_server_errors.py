@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.api.deps import ContextDep
+from app.api.problems import problem_response
 from app.logging import configure_logging
 from app.main import create_app
 from app.services.context import Context
@@ -121,3 +122,10 @@ def test_only_the_api_sessions_carry_the_timeout(impatient: TestClient, ctx: Con
     # The fleet and the duties build their context without one.
     with ctx.db.transaction() as session:
         assert session.execute(text("SHOW statement_timeout")).scalar() == "0"
+
+
+def test_a_problem_echoing_what_orjson_refuses_is_still_sent() -> None:
+    errors = [{"loc": ["body", "\ud800"], "msg": "Extra inputs are not permitted", "n": 2**70}]
+    response = problem_response(422, "validation-error", "Invalid request", "x", errors=errors)
+    assert response.status_code == 422
+    assert json.loads(response.body)["errors"][0]["loc"] == ["body", "\ud800"]

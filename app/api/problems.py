@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import traceback
@@ -77,7 +78,16 @@ def problem_response(
         "code": code,
         **extra,
     }
-    return Response(orjson.dumps(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return Response(_encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # A field name or value echoed from the request that orjson refuses (a lone surrogate,
+        # an integer past 64 bits): the error must still be told, so in escaped ASCII JSON.
+        return json.dumps(body, ensure_ascii=True, default=str).encode()
 
 
 def from_error(error: JobfleetError) -> Response:
