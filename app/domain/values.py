@@ -71,9 +71,55 @@ def _node_problem(node: Any, depth: int) -> tuple[str, str] | None:
 def json_problem(document: Any) -> PydanticCustomError | None:
     """Why Postgres jsonb (or a client's JSON parser) cannot hold `document`, or None.
 
-    Walks the document without recursion, so no nesting can exhaust the stack; the message
-    says where inside the document the first refused value sits.
+    Walks the document without recursion, so no nesting can exhaust the stack. A quick walk
+    answers for the common, storable document; only a refused one is walked again to say
+    where inside it the first refused value sits.
     """
+    return None if _storable(document) else _locate(document)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(document: Any) -> bool:
+    """True when every value is storable; False when one is not, or one is of a type this
+    walk does not know (then _locate decides). The hot path of every submit: kept lean."""
+    stack: list[tuple[Any, int]] = [([document], 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if type(node) is dict:
+            for key in node:
+                if type(key) is not str or "\x00" in key or not (key.isascii() or _utf8(key)):
+                    return False
+            values: Any = node.values()
+        else:
+            values = node
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                if "\x00" in value or not (value.isascii() or _utf8(value)):
+                    return False
+            elif kind is int:
+                if not INT64_MIN <= value <= INT64_MAX:
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif kind is float:
+                if not math.isfinite(value):
+                    return False
+            elif kind is not bool and value is not None:
+                return False
+    return True
+
+
+def _locate(document: Any) -> PydanticCustomError | None:
     # Each entry: a node, its depth, and its path as a chain of (parent chain, key) pairs,
     # turned into a readable path only when something is wrong.
     stack: list[tuple[Any, int, Any]] = [(document, 1, None)]
