@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 # Nesting of a stored JSON document (payload, result): [] is one level, [[]] two.
 MAX_JSON_DEPTH = 64
-# A signed 64-bit integer: what every JSON library of every client language can hold.
+# A signed 64-bit integer: the widest that client JSON libraries commonly read (Go, Java, .NET).
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 # Postgres int columns.
