@@ -9,8 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import dlq, fleet, health, jobs, lease, observability, problems
-from app.api.middleware import BodySizeLimit, RequestContext
+from app.api import dlq, docs, fleet, health, jobs, lease, observability, openapi, problems
+from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
 from app.dispatch.ratelimit import RateLimits
 from app.logging import configure_logging
 from app.services.context import Context
@@ -20,7 +20,7 @@ from app.settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    context = Context(settings)
+    context = Context(settings, statement_timeout_ms=settings.api_statement_timeout_ms)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Submit, track and steer background jobs; Postgres keeps them, Redis dispatches.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app.api.docs, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.context = context
@@ -44,8 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dlq.router)
     app.include_router(fleet.router)
     app.include_router(lease.router)
-    # Outermost first: the request id wraps everything, including a 413 reply.
+    docs.install(app)
+    openapi.install(app)
+    # Added innermost first: the request id wraps everything, a 500 and a 413 reply included.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(InternalErrors)
     app.add_middleware(RequestContext)
     return app
 

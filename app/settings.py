@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     fleet_metrics_port: int = Field(9100, ge=0, le=65535)
     fleet_metrics_host: str = "127.0.0.1"
     db_pool_size: int = Field(10, ge=1)
+    api_statement_timeout_ms: int = Field(5000, ge=0, le=3_600_000)
     log_level: str = "INFO"
 
     rate_limit_enabled: bool = True
@@ -71,7 +72,8 @@ class Settings(BaseSettings):
     heartbeat_ttl_seconds: int = Field(10, ge=2)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     hard_timeout_grace_seconds: float = Field(5.0, ge=0)
-    fleet_host: str = ""
+    # The API addresses a host by this name (PUT /fleet/{host}/size): the same characters.
+    fleet_host: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,253}$")
 
     # The built-in http task: destinations beyond public addresses, and its limits.
     http_task_allow: str = ""

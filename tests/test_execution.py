@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from app.domain.states import AttemptOutcome
@@ -72,3 +73,23 @@ def test_unclaim_hands_back_unstarted_jobs_unless_cancel_was_asked(ctx: Context)
     assert (job_row(ctx, keep).status, job_row(ctx, keep).attempts) == ("queued", 0)
     assert job_row(ctx, drop).status == "cancelled"
     assert ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1) == [keep.encode()]
+
+
+def _nested(depth: int) -> object:
+    document: object = []
+    for _ in range(depth - 1):
+        document = [document]
+    return document
+
+
+@pytest.mark.parametrize(
+    "result", [2**63, float("nan"), "a\u0000b", {"k": [float("inf")]}, _nested(70)]
+)
+def test_a_result_postgres_or_clients_cannot_hold_is_refused(result: object) -> None:
+    with pytest.raises(execution.ResultNotSerialisable):
+        execution.encode_result(result)
+
+
+def test_a_storable_result_is_encoded_once() -> None:
+    encoded = execution.encode_result({"n": 2**63 - 1, "s": "é", "l": [1.5, None]})
+    assert encoded == '{"n":9223372036854775807,"s":"é","l":[1.5,null]}'

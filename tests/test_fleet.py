@@ -129,6 +129,9 @@ def test_fleet_follows_its_desired_size(
         client.put(f"/fleet/{fleet.host}/size", json={"processes": -1}, headers=admin).status_code
         == 422
     )
+    # Forgetting the size brings the manager back to the size it was started with.
+    assert client.delete(f"/fleet/{fleet.host}/size", headers=admin).status_code == 204
+    wait_until(lambda: listed() == 2, timeout=60)
 
 
 def test_sigterm_lets_running_jobs_finish_and_exits_zero(ctx: Context, start_fleet: Any) -> None:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
+from app.api.bodies import JsonRoute
 from app.api.deps import ContextDep, Reader, Writer
-from app.api.jobs import PROBLEM
+from app.api.jobs import NO_JOB, NOT_NOW
+from app.api.paging import Page
 from app.domain.filters import JobFilter
 from app.domain.schemas import JobOut, JobPage, QueueName, TaskName
 from app.domain.states import JobStatus
 from app.services import dlq, jobs
 
-router = APIRouter(prefix="/dlq", tags=["dead-letter queue"])
+router = APIRouter(prefix="/dlq", tags=["dead-letter queue"], route_class=JsonRoute)
 
 
 class ReplayMany(BaseModel):
@@ -36,14 +37,12 @@ class Replayed(BaseModel):
 def list_dead_letters(
     ctx: ContextDep,
     principal: Reader,
-    queue: str | None = None,
-    task: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    cursor: str | None = None,
+    page: Page,
+    queue: QueueName | None = None,
+    task: TaskName | None = None,
 ) -> JobPage:
     where = JobFilter(principal.tenant_filter, JobStatus.FAILED, queue, task)
-    return jobs.list_page(ctx, principal, where, limit, offset, cursor)
+    return jobs.list_page(ctx, principal, where, page.limit, page.offset, page.cursor)
 
 
 @router.post("/replay")
@@ -53,15 +52,13 @@ def replay_many(body: ReplayMany, ctx: ContextDep, principal: Writer) -> Replaye
     return Replayed(replayed=len(items), items=items)
 
 
-@router.post("/{job_id}/replay", responses={404: PROBLEM, 409: PROBLEM})
+@router.post("/{job_id}/replay", responses={**NO_JOB, **NOT_NOW})
 def replay(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
     """failed -> queued, with a fresh retry budget; the attempt history is kept."""
     return dlq.replay(ctx, principal, job_id)
 
 
-@router.delete(
-    "/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: PROBLEM, 409: PROBLEM}
-)
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NO_JOB, **NOT_NOW})
 def delete(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> Response:
     dlq.delete(ctx, principal, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from app.api.bodies import JsonRoute
 from app.api.deps import BatchSubmitter, ContextDep, Reader, Submitter, Writer
+from app.api.openapi import Responses
+from app.api.paging import Page
 from app.api.problems import invalid_item, problem_body
 from app.domain.errors import InvalidRequest, JobfleetError
 from app.domain.filters import JobFilter
@@ -21,13 +24,16 @@ from app.domain.schemas import (
     JobDetail,
     JobOut,
     JobPage,
+    QueueName,
+    TaskName,
 )
 from app.domain.states import JobStatus
 from app.services import jobs
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JsonRoute)
 
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+NO_JOB: Responses = {404: {"description": "No such job for this key's tenant"}}
+NOT_NOW: Responses = {409: {"description": "Not allowed in the job's current status"}}
 
 
 @router.post(
@@ -38,10 +44,7 @@ PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
             "model": JobOut,
             "description": "Same idempotency key, same request: the job",
         },
-        409: {"description": "Same idempotency key, different request", **PROBLEM},
-        413: {"description": "Body too large", **PROBLEM},
-        422: {"description": "Invalid request", **PROBLEM},
-        429: {"description": "Rate limited; see Retry-After", **PROBLEM},
+        409: {"description": "Same idempotency key, different request"},
     },
 )
 async def submit_job(
@@ -74,7 +77,7 @@ class BatchRequest(BaseModel):
     jobs: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-@router.post("/batch", responses={413: PROBLEM, 422: PROBLEM, 429: PROBLEM})
+@router.post("/batch")
 def submit_batch(body: BatchRequest, ctx: ContextDep, principal: BatchSubmitter) -> BatchReply:
     """Submit up to 1000 jobs at once: one result per job, in order, each with the status
     code a single POST /jobs would have had (201, 200, 409 or 422)."""
@@ -114,18 +117,16 @@ def _parse_one(position: int, raw: dict[str, Any]) -> JobCreate | BatchItem:
 def list_jobs(
     ctx: ContextDep,
     principal: Reader,
+    page: Page,
     status: JobStatus | None = None,
-    queue: str | None = None,
-    task: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    cursor: str | None = None,
+    queue: QueueName | None = None,
+    task: TaskName | None = None,
 ) -> JobPage:
     where = JobFilter(tenant=principal.tenant_filter, status=status, queue=queue, task=task)
-    return jobs.list_page(ctx, principal, where, limit, offset, cursor)
+    return jobs.list_page(ctx, principal, where, page.limit, page.offset, page.cursor)
 
 
-@router.get("/{job_id}", responses={404: {"description": "No such job", **PROBLEM}})
+@router.get("/{job_id}", responses=NO_JOB)
 def get_job(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> JobDetail:
     return jobs.get(ctx, principal, job_id)
 
@@ -134,8 +135,8 @@ def get_job(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> JobDetail:
     "/{job_id}/cancel",
     responses={
         202: {"model": JobOut, "description": "Running: cancellation requested"},
-        404: PROBLEM,
-        409: PROBLEM,
+        **NO_JOB,
+        **NOT_NOW,
     },
 )
 def cancel_job(job_id: uuid.UUID, response: Response, ctx: ContextDep, principal: Writer) -> JobOut:
@@ -147,7 +148,7 @@ def cancel_job(job_id: uuid.UUID, response: Response, ctx: ContextDep, principal
     return cancelled.job
 
 
-@router.post("/{job_id}/retry", responses={404: PROBLEM, 409: PROBLEM})
+@router.post("/{job_id}/retry", responses={**NO_JOB, **NOT_NOW})
 def retry_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
     return jobs.retry(ctx, principal, job_id)
 
@@ -155,7 +156,7 @@ def retry_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> JobOut:
 @router.delete(
     "/{job_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: PROBLEM, 409: PROBLEM},
+    responses={**NO_JOB, **NOT_NOW},
 )
 def delete_job(job_id: uuid.UUID, ctx: ContextDep, principal: Writer) -> Response:
     jobs.delete(ctx, principal, job_id)

@@ -7,15 +7,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field
 
+from app.api.bodies import JsonRoute
 from app.api.deps import ContextDep, caller
-from app.api.jobs import PROBLEM
+from app.api.jobs import NO_JOB
+from app.api.openapi import Responses
 from app.domain.schemas import JobOut, QueueName
+from app.domain.values import MAX_JSON_DEPTH, StoredJson, StoredText
 from app.services import leasing
 from app.services.auth import Principal, Scope
 
-router = APIRouter(tags=["http workers"])
+router = APIRouter(tags=["http workers"], route_class=JsonRoute)
+
+LOST: Responses = {409: {"description": "The lease is not current: stop working on the job"}}
 
 Worker = Annotated[Principal, Depends(caller(Scope.WORKER, "read"))]
 WorkerWrite = Annotated[Principal, Depends(caller(Scope.WORKER, "write"))]
@@ -35,12 +40,18 @@ class Leased(BaseModel):
 
 class Ack(BaseModel):
     lease_token: uuid.UUID
-    result: JsonValue = None
+    result: StoredJson = Field(
+        None,
+        description=(
+            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; integers within the "
+            "signed 64-bit range; no NUL character or lone surrogate in any string"
+        ),
+    )
 
 
 class Nack(BaseModel):
     lease_token: uuid.UUID
-    error: str = Field("failed", max_length=10_000)
+    error: StoredText = Field("failed", max_length=10_000, description="No NUL character")
     retry: bool = True
 
 
@@ -74,7 +85,7 @@ async def lease(queue: QueueName, body: LeaseRequest, ctx: ContextDep, principal
 @router.post(
     "/jobs/{job_id}/ack",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: PROBLEM, 409: PROBLEM},
+    responses={**NO_JOB, **LOST},
 )
 def ack(job_id: uuid.UUID, body: Ack, ctx: ContextDep, principal: WorkerWrite) -> Response:
     """The job succeeded with `result`; 409 when the lease is no longer yours."""
@@ -82,7 +93,7 @@ def ack(job_id: uuid.UUID, body: Ack, ctx: ContextDep, principal: WorkerWrite) -
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/jobs/{job_id}/nack", responses={404: PROBLEM, 409: PROBLEM})
+@router.post("/jobs/{job_id}/nack", responses={**NO_JOB, **LOST})
 def nack(job_id: uuid.UUID, body: Nack, ctx: ContextDep, principal: WorkerWrite) -> dict[str, str]:
     """The attempt failed: retried with backoff while retries remain (unless retry is
     false), else the job goes to the dead-letter queue."""
@@ -90,7 +101,7 @@ def nack(job_id: uuid.UUID, body: Nack, ctx: ContextDep, principal: WorkerWrite)
     return {"status": status}
 
 
-@router.post("/jobs/{job_id}/heartbeat", responses={404: PROBLEM, 409: PROBLEM})
+@router.post("/jobs/{job_id}/heartbeat", responses={**NO_JOB, **LOST})
 def heartbeat(
     job_id: uuid.UUID, body: Heartbeat, ctx: ContextDep, principal: WorkerWrite
 ) -> HeartbeatReply:

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and the body size cap. Plain ASGI, no per-request tasks."""
+"""ASGI middleware: request ids, the one reply and log line of an unexpected error, and the
+body size cap. Plain ASGI, no per-request tasks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
+from app.api.problems import internal_error, log_unexpected, problem_response
 from app.logging import log_context
 from app.metrics import metrics
 
@@ -75,6 +76,37 @@ class RequestContext:
                         "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
+
+
+class InternalErrors:
+    """Answers 500 problem JSON for an exception no handler took, and logs it once.
+
+    Starlette's outermost middleware would answer too, but then raise the exception again
+    for the server to log: every such error would be logged twice, the second time without
+    the request id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last resort: answered and logged here
+            log_unexpected(exc)
+            if not response_started:  # else too late to reply: the server drops the connection
+                await internal_error()(scope, receive, send)
 
 
 class BodySizeLimit:

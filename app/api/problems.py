@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,9 +14,10 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.domain.errors import JobfleetError
 
@@ -21,6 +25,8 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 _TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
+RETRY_AFTER = {"Retry-After": "1"}
+QUERY_CANCELED = "57014"  # the SQLSTATE of a statement cancelled by statement_timeout
 
 
 def problem_type(code: str) -> str:
@@ -72,7 +78,16 @@ def problem_response(
         "code": code,
         **extra,
     }
-    return Response(orjson.dumps(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return Response(_encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # A field name or value echoed from the request that orjson refuses (a lone surrogate,
+        # an integer past 64 bits): the error must still be told, so in escaped ASCII JSON.
+        return json.dumps(body, ensure_ascii=True, default=str).encode()
 
 
 def from_error(error: JobfleetError) -> Response:
@@ -90,14 +105,26 @@ def from_error(error: JobfleetError) -> Response:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {
-            "loc": list(e.get("loc", ())),
-            "msg": e.get("msg", ""),
-            "type": e.get("type", ""),
-        }
-        for e in exc.errors()
-    ]
+    errors = []
+    for e in exc.errors():
+        loc, msg = list(e.get("loc", ())), str(e.get("msg", ""))
+        if e.get("type") == "json_invalid":
+            # FastAPI puts the character position in `loc`; it belongs in the message.
+            position = loc[1] if len(loc) > 1 else 0
+            reason = (e.get("ctx") or {}).get("error", "")
+            loc, msg = (
+                ["body"],
+                f"not valid JSON: {reason}" + (f" (at character {position})" if position else ""),
+            )
+        errors.append({"loc": loc, "msg": msg, "type": e.get("type", "")})
+    return errors
+
+
+def invalid_request(errors: list[dict[str, Any]]) -> Response:
+    where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
+    return problem_response(
+        422, "validation-error", "Invalid request", where or "invalid request", errors=errors
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -107,53 +134,103 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        errors = _validation_errors(exc)
-        where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
-        return problem_response(
-            422,
-            "validation-error",
-            "Invalid request",
-            where or "invalid request",
-            errors=errors,
-        )
+        return invalid_request(_validation_errors(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> Response:
+    async def _http(request: Request, exc: HTTPException) -> Response:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         title = _TITLES.get(exc.status_code, "HTTP error")
-        return problem_response(exc.status_code, code, title, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return problem_response(exc.status_code, code, title, str(exc.detail), headers=headers)
 
     @app.exception_handler(DBAPIError)
-    async def _postgres_down(_: Request, exc: DBAPIError) -> Response:
-        if not exc.connection_invalidated and not _is_connection_error(exc):
-            raise exc
-        log.warning("postgres unavailable", extra={"error": str(exc.orig)})
+    async def _postgres(_: Request, exc: DBAPIError) -> Response:
+        if getattr(exc.orig, "pgcode", None) == QUERY_CANCELED:
+            log.warning(
+                "statement timeout",
+                extra={"action": "statement_timeout", "statement": _statement(exc)},
+            )
+            return problem_response(
+                503,
+                "statement-timeout",
+                "Service unavailable",
+                "Postgres did not answer within API_STATEMENT_TIMEOUT_MS; retry shortly",
+                headers=RETRY_AFTER,
+            )
+        if not exc.connection_invalidated and not isinstance(
+            exc, OperationalError | InterfaceError
+        ):
+            raise exc  # a failed statement is a bug: the catch-all logs it and answers 500
+        log.warning("postgres unavailable", extra={"error": _postgres_error(exc)})
         return problem_response(
             503,
             "postgres-unavailable",
             "Service unavailable",
             "Postgres is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
+            headers=RETRY_AFTER,
         )
 
     @app.exception_handler(redis.ConnectionError)
-    async def _redis_down(_: Request, exc: redis.ConnectionError) -> Response:
+    @app.exception_handler(redis.TimeoutError)
+    async def _redis_down(_: Request, exc: redis.RedisError) -> Response:
         log.warning("redis unavailable", extra={"error": str(exc)})
         return problem_response(
             503,
             "redis-unavailable",
             "Service unavailable",
             "Redis is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
+            headers=RETRY_AFTER,
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(500, "internal-error", "Internal error", "an unexpected error")
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path: each route has one, so Starlette's 405 names only the first."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    from sqlalchemy.exc import InterfaceError, OperationalError
+def internal_error() -> Response:
+    return problem_response(500, "internal-error", "Internal error", "an unexpected error")
 
-    return isinstance(exc, OperationalError | InterfaceError)
+
+def log_unexpected(exc: BaseException) -> None:
+    """Log an error no handler answered, once, with its traceback.
+
+    A failed statement is logged without its values: psycopg2 binds parameters on the client,
+    so Postgres' message quotes the statement with the payload in it.
+    """
+    if isinstance(exc, DBAPIError):
+        log.error(
+            "unhandled error",
+            extra={
+                "error": _postgres_error(exc),
+                "statement": _statement(exc),
+                "traceback": "".join(traceback.format_tb(exc.__traceback__)),
+            },
+        )
+    else:
+        log.error("unhandled error", exc_info=exc)
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _postgres_error(exc: DBAPIError) -> str:
+    """The error class, SQLSTATE and first line of Postgres' message, quoted values cut out."""
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(orig).split("\n", 1)[0]
+    sqlstate = getattr(orig, "pgcode", None) or "?"
+    message = _QUOTED.sub('"..."', primary)
+    return f"{type(orig).__name__} (SQLSTATE {sqlstate}): {message}"
+
+
+def _statement(exc: DBAPIError) -> str:
+    """The statement's text with its placeholders, never its values."""
+    return " ".join(str(exc.statement or "").split())[:2000]

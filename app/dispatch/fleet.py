@@ -41,6 +41,11 @@ def set_desired_size(client: redis.Redis, keys: Keys, host: str, processes: int)
     client.set(keys.fleet_desired(host), processes)
 
 
+def clear_desired_size(client: redis.Redis, keys: Keys, host: str) -> bool:
+    """Forget the host's desired size; False when none was stored."""
+    return bool(client.delete(keys.fleet_desired(host)))
+
+
 def desired_size(client: redis.Redis, keys: Keys, host: str) -> int | None:
     raw = client.get(keys.fleet_desired(host))
     return int(raw) if raw is not None else None

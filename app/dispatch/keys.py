@@ -17,6 +17,8 @@ key                          type        TTL        written by                  
                              (JSON)      TTL        manager                     recovery
 <p>:paused                   set         none       API pause and resume        workers
 <p>:fleet:<host>:desired     string      none       API PUT /fleet/{host}/size  manager
+                                                    (a known host only);
+                                                    DELETE removes it
 <p>:epoch:2                  string      none       bootstrap; absent = data    reconciler
                                                     lost (or an older layout)
 <p>:lock:<duty>              string      lock TTL   periodic duties             periodic duties

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.domain.errors import InvalidRequest
 
@@ -18,8 +19,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, job_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except ValueError:
+        position = datetime.fromisoformat(created_at)
+        if position.tzinfo is None:
+            raise ValueError("no UTC offset")
+        # In UTC: Postgres refuses the offsets beyond 15:59 that Python accepts.
+        return position.astimezone(UTC), uuid.UUID(job_id)
+    except (ValueError, binascii.Error, OverflowError):
         raise InvalidRequest(
             "cursor is not valid: pass back the next_cursor of a previous page",
             errors=[

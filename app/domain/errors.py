@@ -35,6 +35,14 @@ class JobNotFound(NotFound):
     title = "Job not found"
 
 
+class HostNotFound(NotFound):
+    """No fleet manager on this host has a live heartbeat, and no desired size is stored for
+    it: check the host name against the `host` field of GET /workers."""
+
+    code = "host-not-found"
+    title = "Fleet host not found"
+
+
 class IdempotencyConflict(JobfleetError):
     """This idempotency key was already used for a different request: use a new key, or send
     exactly the original request to get the original job back."""

@@ -9,25 +9,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.domain.states import AttemptOutcome, JobStatus
+from app.domain.values import INT32_MAX, MAX_JSON_DEPTH, StoredJson, StoredText, UtcDatetime
 
 QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TaskName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-# Postgres text cannot hold a NUL character.
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
+IdempotencyKey = Annotated[StoredText, Field(min_length=1, max_length=255)]
 Priority = Annotated[int, Field(ge=0, le=9)]
+# A fleet host: its FLEET_HOST setting, or its hostname.
+HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
+# An opaque list cursor: the `next_cursor` of a previous page, unpadded base64url.
+Cursor = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
 
 MAX_BATCH = 1000
+# Deeper pages use the cursor: an offset makes Postgres read and drop every row before it.
+MAX_OFFSET = 10_000
 
 # An escaped NUL in JSON text: \u0000 after an even number of backslashes (not a literal "\\u").
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -41,24 +39,40 @@ def has_nul(json_text: str) -> bool:
 class JobCreate(BaseModel):
     """A job to submit. Higher priority runs first within its queue (0 lowest, 9 highest)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The rule of _one_way_to_delay, for readers of the OpenAPI document.
+        json_schema_extra={
+            "not": {
+                "required": ["run_at", "delay_seconds"],
+                "properties": {"run_at": {"type": "string"}, "delay_seconds": {"type": "number"}},
+            }
+        },
+    )
 
     task: TaskName
-    payload: JsonValue = Field(default_factory=dict)
+    payload: StoredJson = Field(
+        default_factory=dict,
+        description=(
+            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; integers within the "
+            "signed 64-bit range; no NUL character or lone surrogate in any string"
+        ),
+    )
     queue: QueueName = "default"
     priority: Priority = 0
     idempotency_key: IdempotencyKey | None = None
-    run_at: AwareDatetime | None = None
+    run_at: UtcDatetime | None = Field(
+        None,
+        description=(
+            "When to run it: ISO 8601 with a UTC offset, stored in UTC; the time in UTC must "
+            "fall within the years 1 to 9999. A past time runs it now."
+        ),
+    )
     delay_seconds: float | None = Field(None, ge=0, le=366 * 86_400)
     max_retries: int | None = Field(None, ge=0, le=100)
-    timeout_seconds: int | None = Field(None, ge=1)
-
-    @field_validator("payload")
-    @classmethod
-    def _storable(cls, payload: JsonValue) -> JsonValue:
-        if has_nul(orjson.dumps(payload).decode()):
-            raise ValueError("the payload holds a NUL character (\\u0000); Postgres refuses it")
-        return payload
+    timeout_seconds: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="Lowered to the server's MAX_TIMEOUT_SECONDS"
+    )
 
     @model_validator(mode="after")
     def _one_way_to_delay(self) -> JobCreate:

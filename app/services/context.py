@@ -16,6 +16,7 @@ from app.store.engine import Database
 @dataclass
 class Context:
     settings: Settings
+    statement_timeout_ms: int = 0  # for every Postgres statement of this process; 0: none
     db: Database = field(init=False)
     redis: RedisHandle = field(init=False)
     aredis: AsyncRedisHandle = field(init=False)
@@ -25,7 +26,7 @@ class Context:
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
-        self.db = Database(self.settings)
+        self.db = Database(self.settings, self.statement_timeout_ms)
         self.redis = RedisHandle(self.settings)
         self.aredis = AsyncRedisHandle(self.settings.redis_url)
         self.keys = Keys(self.settings.key_prefix)

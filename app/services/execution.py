@@ -18,8 +18,8 @@ from app.dispatch import ready
 from app.dispatch.push import Announcement, announce
 from app.dispatch.ready import Place
 from app.domain.policy import DeadLetter, decide
-from app.domain.schemas import has_nul
 from app.domain.states import AttemptOutcome, JobStatus
+from app.domain.values import json_problem
 from app.metrics import metrics
 from app.services.context import Context
 from app.store import claims
@@ -79,9 +79,11 @@ def encode_result(result: Any) -> str:
         encoded = orjson.dumps(result).decode()
     except TypeError as exc:
         raise ResultNotSerialisable(f"the task's result is not JSON-serialisable: {exc}") from exc
-    if has_nul(encoded):
-        # Postgres' jsonb cannot hold a NUL character; storing it would fail every retry.
-        raise ResultNotSerialisable("the task's result contains a NUL character (\\u0000)")
+    # What Postgres' jsonb (or a client) cannot hold would fail every retry the same way: NUL,
+    # integers beyond 64 bits, NaN, lone surrogates, nesting deeper than the API accepts.
+    problem = None if result is None else json_problem(result)
+    if problem is not None:
+        raise ResultNotSerialisable(f"the task's result cannot be stored: {problem}")
     return encoded
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.dispatch import fleet
+from app.domain.errors import HostNotFound
 from app.domain.states import JobStatus
 from app.services.context import Context
 from app.store import jobs as job_store
@@ -29,7 +30,23 @@ def list_workers(ctx: Context) -> list[dict[str, Any]]:
 
 
 def set_fleet_size(ctx: Context, host: str, processes: int) -> None:
-    fleet.set_desired_size(ctx.redis.client, ctx.keys, host, processes)
+    """Only for a host the fleet knows: one whose manager beats, or one already given a size
+    (its manager may be restarting). A typo must not leave a key in Redis for ever."""
+    client = ctx.redis.client
+    if fleet.desired_size(client, ctx.keys, host) is None and host not in _manager_hosts(ctx):
+        raise HostNotFound()
+    fleet.set_desired_size(client, ctx.keys, host, processes)
+
+
+def clear_fleet_size(ctx: Context, host: str) -> None:
+    """Forget the host's desired size: its manager goes back to its WORKER_PROCESSES."""
+    if not fleet.clear_desired_size(ctx.redis.client, ctx.keys, host):
+        raise HostNotFound(f"no desired size is stored for host '{host}'")
+
+
+def _manager_hosts(ctx: Context) -> set[str]:
+    beats = fleet.read_heartbeats(ctx.redis.client, ctx.keys)
+    return {str(b.get("host")) for b in beats if b.get("kind") == "manager"}
 
 
 def pause(ctx: Context, queue: str) -> None:

@@ -19,9 +19,12 @@ from app.settings import Settings
 
 
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, statement_timeout_ms: int = 0) -> None:
+        """`statement_timeout_ms`: Postgres cancels any statement of these sessions that runs
+        longer (0: never). The API sets one; the fleet's maintenance queries may run long."""
         self._url = settings.database_url
         self._pool_size = settings.db_pool_size
+        self._statement_timeout_ms = statement_timeout_ms
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._pid = 0
@@ -39,12 +42,17 @@ class Database:
     def _build(self) -> None:
         if self._engine is not None:
             self._engine.dispose(close=False)
+        options = "-c timezone=UTC"
+        if self._statement_timeout_ms:
+            options += f" -c statement_timeout={self._statement_timeout_ms}"
         self._engine = create_engine(
             self._url,
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
             pool_recycle=1800,
-            connect_args={"options": "-c timezone=UTC", "connect_timeout": 5},
+            # A failed statement's error never lists its parameters: they hold job payloads.
+            hide_parameters=True,
+            connect_args={"options": options, "connect_timeout": 5},
         )
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._pid = os.getpid()
