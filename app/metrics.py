@@ -10,7 +10,6 @@ registry of the process holds them. Nothing is created at import time.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -35,9 +34,10 @@ def prepare_multiprocess_dir(base: str, role: str) -> str:
     own, `<base>/<role>` (a fresh temporary base when empty). Must run before
     prometheus_client is imported; files of an earlier run are removed."""
     path = Path(base or tempfile.mkdtemp(prefix="jf-metrics-")) / role
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
+    # prometheus_client keeps one flat file per process and metric kind, named *.db.
+    for stale in path.glob("*.db"):
+        stale.unlink()
     os.environ[MULTIPROC_ENV] = str(path)
     return str(path)
 

@@ -1,15 +1,19 @@
-"""Request ids in and out, and JSON log lines that carry them."""
+"""Request ids in and out, JSON log lines that carry them, and the metrics: what they count,
+who may read them, and the directory every process counts into."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.logging import configure_logging
+from app.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 
 def test_request_id_is_echoed_or_made(client: TestClient, producer: dict[str, str]) -> None:
@@ -86,3 +90,20 @@ def test_metrics_public_serves_them_without_a_key(settings: Any) -> None:
     public = settings.model_copy(update={"metrics_public": True})
     with TestClient(create_app(public)) as client:
         assert client.get("/metrics").status_code == 200
+
+
+def test_each_run_counts_into_an_empty_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)  # and put back as it was afterwards
+    earlier = tmp_path / "worker"
+    earlier.mkdir()
+    (earlier / "counter_4242.db").write_bytes(b"a dead run's counts")
+    path = prepare_multiprocess_dir(str(tmp_path), "worker")
+    assert path == str(earlier) == os.environ[MULTIPROC_ENV]
+    assert list(earlier.iterdir()) == []
+
+    fresh = Path(prepare_multiprocess_dir("", "api"))
+    assert fresh.name == "api" and fresh.is_dir() and list(fresh.iterdir()) == []
+    fresh.rmdir()
+    fresh.parent.rmdir()
