@@ -248,7 +248,9 @@ class WorkerManager:
         self.spawned += 1
         worker_id = f"{self.host}:{os.getpid()}:{self.spawned}"
         deadlines = self.mp.Array(ctypes.c_double, self.threads, lock=False)
-        spec = WorkerSpec(self.settings, worker_id, self.host, self.queues, self.threads)
+        spec = WorkerSpec(
+            self.settings, worker_id, self.host, self.queues, self.threads, os.getpid()
+        )
         process = self.mp.Process(
             target=run_worker_process, args=(spec, deadlines), name=worker_id, daemon=False
         )

@@ -42,6 +42,9 @@ class WorkerSpec:
     host: str
     queues: list[str]
     threads: int
+    # Its manager: when our parent is another process, the manager is gone (even one killed
+    # before this child got as far as asking who its parent is).
+    manager_pid: int
 
 
 class WorkerProcess:
@@ -93,10 +96,9 @@ class WorkerProcess:
     def _supervise(self, threads: list[threading.Thread]) -> None:
         next_beat = 0.0
         next_paused = 0.0
-        parent = os.getppid()
         while any(thread.is_alive() for thread in threads):
             now = time.monotonic()
-            if os.getppid() != parent and not self.stopping.is_set():
+            if os.getppid() != self.spec.manager_pid and not self.stopping.is_set():
                 # The manager is gone (killed): nobody would supervise us; finish and leave.
                 log.warning("manager gone: stopping", extra={"action": "worker_orphaned"})
                 self.stopping.set()
