@@ -1,15 +1,18 @@
-"""The command line: python -m app api | dev | migrate | keys ... (and the fleet's commands)."""
+"""The command line: python -m app api | worker | maintenance | migrate | keys ...
+
+`dev` and `bench` are tooling, not product: their code lives beside the product in the
+repository (devtools/, bench/) and is imported only when they are called, so an installation of
+the product alone (the image) answers them with a clear error."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
@@ -19,6 +22,16 @@ from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("app.cli")
+
+# name: (module whose main(settings, argv) runs it, summary)
+TOOLS = {
+    "dev": (
+        "devtools.dev",
+        "start (or reuse) Postgres and Redis, migrate, make a demo key, run it all",
+    ),
+    "bench": ("bench.cli", "measure throughput and latency on this machine"),
+}
+ToolMain = Callable[[Settings, list[str]], int]
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
@@ -76,102 +89,6 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_key(settings: Settings, local_dir: Path) -> str:
-    """Reuse the demo key of an earlier run while it is valid, so the tour's key stays put."""
-    from app.domain.errors import Unauthorized
-    from app.services import auth
-    from app.services.context import Context
-
-    saved = local_dir / "demo-key"
-    ctx = Context(settings)
-    try:
-        if saved.exists():
-            try:
-                auth.authenticate(ctx, f"Bearer {saved.read_text().strip()}")
-                return saved.read_text().strip()
-            except Unauthorized:
-                pass
-        _, plain = auth.create_key(ctx, "demo", list(auth.Scope), "demo")
-        local_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(plain + "\n")
-        return plain
-    finally:
-        ctx.close()
-
-
-def _start_fleet(environment: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "app", "worker", "--stop-with-parent"]
-    return subprocess.Popen(command, env=environment)
-
-
-def _stop_fleet(fleet: subprocess.Popen[bytes], grace: float) -> None:
-    if fleet.poll() is None:
-        fleet.terminate()
-    try:
-        fleet.wait(timeout=grace + 10)
-    except subprocess.TimeoutExpired:
-        fleet.kill()
-        fleet.wait()
-
-
-def _dev(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.api.metrics_port import MetricsPort, open_metrics_port
-    from app.devstack import ensure_services
-    from app.main import create_app
-    from app.store.admin import migrate
-
-    local_dir = Path(args.local_dir)
-    database_url, redis_url, started = ensure_services(
-        settings.database_url, settings.redis_url, local_dir
-    )
-    fleet: subprocess.Popen[bytes] | None = None
-    metrics_port: MetricsPort | None = None
-    try:
-        settings = settings.model_copy(
-            update={"database_url": database_url, "redis_url": redis_url}
-        )
-        os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
-        migrate(database_url)
-        key = _demo_key(settings, local_dir)
-        fleet = _start_fleet(dict(os.environ))
-        metrics_port = open_metrics_port(settings)
-        base = f"http://{settings.api_host}:{settings.api_port}"
-        metrics_url = (
-            f"http://{settings.api_metrics_host}:{metrics_port.port}/metrics (no key)"
-            if metrics_port
-            else f"{base}/metrics (with a metrics or admin key)"
-        )
-        print(
-            f"\nJobfleet is starting.\n"
-            f"  API        {base}\n  API docs   {base}/docs\n  metrics    {metrics_url}\n"
-            f"  fleet      {settings.worker_processes} processes x {settings.worker_threads} "
-            f"threads on queues {settings.worker_queues}\n"
-            f"  Postgres   {database_url.rsplit('@', 1)[-1]}\n  Redis      {redis_url}\n"
-            f"  demo key   {key}\n\n"
-            f"  export JOBFLEET_KEY={key}\n"
-            f'  curl -s -H "Authorization: Bearer $JOBFLEET_KEY" {base}/jobs\n'
-            f"Ctrl-C stops everything.\n",
-            flush=True,
-        )
-        uvicorn.run(
-            create_app(settings),
-            host=settings.api_host,
-            port=settings.api_port,
-            log_config=None,
-            access_log=False,
-        )
-    finally:
-        if metrics_port is not None:
-            metrics_port.close()
-        if fleet is not None:
-            _stop_fleet(fleet, settings.shutdown_grace_seconds)
-        for service in reversed(started):
-            service.stop()  # type: ignore[attr-defined]
-    return 0
-
-
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from app.metrics import prepare_multiprocess_dir
 
@@ -213,34 +130,11 @@ def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app import bench
-    from app.devstack import ensure_services
-
-    database_url, redis_url, started = ensure_services(
-        settings.database_url, settings.redis_url, Path(args.local_dir)
-    )
-    try:
-        settings = settings.model_copy(
-            update={"database_url": database_url, "redis_url": redis_url}
-        )
-        only = [w.strip() for w in args.only.split(",")] if args.only else []
-        return bench.run(settings, args.runs, args.quick, only, args.api_workers, Path(args.out))
-    finally:
-        for service in reversed(started):
-            service.stop()  # type: ignore[attr-defined]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API (uvicorn)")
     commands.add_parser("migrate", help="create the database if missing and apply migrations")
-    dev = commands.add_parser(
-        "dev",
-        help="start (or reuse) Postgres and Redis, migrate, make a demo key, run it all",
-    )
-    dev.add_argument("--local-dir", default=".local", help="private servers and the demo key")
     worker = commands.add_parser("worker", help="run a WorkerManager and its worker processes")
     worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")
@@ -254,13 +148,9 @@ def _parser() -> argparse.ArgumentParser:
         "maintenance",
         help="run only the periodic duties: promoter, recovery, reconciler, retention",
     )
-    bench = commands.add_parser("bench", help="measure throughput and latency on this machine")
-    bench.add_argument("--runs", type=int, default=3, help="runs of each workload")
-    bench.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
-    bench.add_argument("--only", help="comma-separated workloads (default: all)")
-    bench.add_argument("--api-workers", type=int, default=2, help="uvicorn workers of the API")
-    bench.add_argument("--local-dir", default=".local", help="private servers, if needed")
-    bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
+    for name, (_, summary) in TOOLS.items():
+        # The tool parses its own arguments (main() passes them on), --help included.
+        commands.add_parser(name, help=summary, add_help=False)
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; it is printed once")
@@ -284,15 +174,40 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "api": _api,
     "migrate": _migrate,
     "keys": _keys,
-    "dev": _dev,
     "worker": _worker,
     "maintenance": _maintenance,
-    "bench": _bench,
 }
 
 
+def _load_tool(name: str) -> ToolMain | None:
+    """The tool's main(), or None (said on stderr) when its package is not installed here."""
+    module_name = TOOLS[name][0]
+    package = module_name.split(".", 1)[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != package:
+            raise
+        print(
+            f"error: `{name}` runs from a checkout of the Jobfleet repository; {package}/ is not "
+            "here (an installation of the product, such as the image, holds app/ only)",
+            file=sys.stderr,
+        )
+        return None
+    tool: ToolMain = module.main
+    return tool
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)  # the rest is a tool's own arguments
+    tool: ToolMain | None = None
+    if args.command in TOOLS:
+        tool = _load_tool(args.command)
+        if tool is None:
+            return 2
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -300,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
+        if tool is not None:
+            return tool(settings, rest)
         return COMMANDS[args.command](settings, args)
     except JobfleetError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)

@@ -67,9 +67,10 @@ jf_service_prometheus_pids() {
 }
 
 jf_ensure_prometheus() {
-    # tests/test_operations.py needs promtool and a real Prometheus server: Debian's `prometheus`
-    # package. Installed when missing (as root, or through non-interactive sudo); without them
-    # the tests cannot run, so this fails rather than letting them be skipped.
+    # tests/test_dashboards.py and tests/test_prometheus.py need promtool and a real Prometheus
+    # server: Debian's `prometheus` package. Installed when missing (as root, or through
+    # non-interactive sudo); without them the tests cannot run, so this fails rather than
+    # letting them be skipped.
     if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
         return 0
     fi

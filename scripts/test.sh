@@ -2,13 +2,14 @@
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
 # exit), promtool and prometheus (Debian's package, installed when missing), ruff format, ruff
-# check, mypy, then pytest with coverage. Arguments go to pytest.
+# check, mypy (the product, strict, and the tooling beside it), then pytest with coverage of the
+# product. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 jf_ensure_venv
-# promtool and Prometheus, for tests/test_operations.py.
+# promtool and Prometheus, for tests/test_dashboards.py and tests/test_prometheus.py.
 jf_ensure_prometheus
 
 services_env=.local/test-services.env
@@ -16,14 +17,14 @@ services_env=.local/test-services.env
 stop_services() {
     local status=$?
     # Stops only what `ensure` below started (recorded under .local/), never a shared server.
-    .venv/bin/python -m app.devstack stop --local-dir .local || true
+    .venv/bin/python -m devtools stop --local-dir .local || true
     exit "$status"
 }
 # Set before `ensure`: if it fails half-way, what it did start is still stopped.
 trap stop_services EXIT
 
 jf_section "Postgres and Redis"
-.venv/bin/python -m app.devstack ensure --fast --env-file "$services_env" --local-dir .local
+.venv/bin/python -m devtools ensure --fast --env-file "$services_env" --local-dir .local
 # shellcheck source=/dev/null
 source "$services_env"
 
@@ -32,8 +33,8 @@ jf_section "ruff format --check ."
 .venv/bin/ruff format --check . || failed+=("ruff format")
 jf_section "ruff check ."
 .venv/bin/ruff check . || failed+=("ruff check")
-jf_section "mypy app"
-.venv/bin/mypy app || failed+=("mypy")
+jf_section "mypy app devtools bench"
+.venv/bin/mypy app devtools bench || failed+=("mypy")
 if ((${#failed[@]})); then
     jf_section "FAILED quality gates: $(IFS=,; echo "${failed[*]}") (pytest not run)"
     exit 1

@@ -1,4 +1,5 @@
-"""Real Postgres and Redis, isolated: a database and a Redis key prefix made for this run.
+"""Real Postgres and Redis, isolated: a database and a Redis key prefix made for this run; and
+the fixtures several test files share (keys, live processes, private servers).
 
 The servers are the ones at DATABASE_URL and REDIS_URL (./scripts/test.sh starts private ones
 when those do not answer). The test database is created fresh and dropped at the end; every
@@ -7,43 +8,38 @@ Redis key the tests write carries a prefix of their own and is deleted at the en
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from app.main import create_app
 from app.services import auth
 from app.services.context import Context
 from app.settings import Settings, load_settings
-from app.store.admin import drop_database, migrate
-from tests.helpers import LiveAPI
+from app.store.admin import migrate
+from devtools.postgres_server import PrivatePostgres
+from devtools.redis_server import PrivateRedis
+from devtools.sandbox import delete_keys, erase, with_database
+from tests.fleet_support import workers_of
+from tests.helpers import LiveAPI, LiveFleet, wait_until
 
-DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/jobfleet"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+# Heartbeats (and so leases) the session's fleets use: a lost worker shows within seconds.
+FLEET_HEARTBEATS = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}
 
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
-    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    database_url = base.set(database=f"jobfleet_test_{run}").render_as_string(hide_password=False)
-    test_settings = load_settings(
+    configured = load_settings(
         environment="test",
-        database_url=database_url,
-        redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         key_prefix=f"jftest{run}",
         rate_limit_submit="100000/minute",
         rate_limit_read="100000/minute",
@@ -53,12 +49,11 @@ def settings() -> Iterator[Settings]:
         # Tests that want the API's metrics port give it a free one; 9101 may be in use.
         api_metrics_port=0,
     )
+    database_url = with_database(configured.database_url, f"jobfleet_test_{run}")
+    test_settings = configured.model_copy(update={"database_url": database_url})
     migrate(test_settings.database_url)
     yield test_settings
-    drop_database(test_settings.database_url)
-    client = redis.Redis.from_url(test_settings.redis_url)
-    delete_prefix(client, test_settings.key_prefix)
-    client.close()
+    erase(test_settings)
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +64,11 @@ def session_ctx(settings: Settings) -> Iterator[Context]:
 
 
 @pytest.fixture
-def ctx(session_ctx: Context) -> Iterator[Context]:
+def ctx(session_ctx: Context) -> Context:
     """The shared context, with empty tables and no Redis keys of ours before each test."""
     with session_ctx.db.transaction() as session:
         session.execute(text("TRUNCATE jobs, job_attempts, api_keys CASCADE"))
-    delete_prefix(session_ctx.redis.client, session_ctx.settings.key_prefix)
+    delete_keys(session_ctx.redis.client, session_ctx.settings.key_prefix)
     return session_ctx
 
 
@@ -104,8 +99,82 @@ def producer(make_key: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_key('acme', 'producer')}"}
 
 
+@pytest.fixture
+def admin(make_key: Callable[..., str]) -> dict[str, str]:
+    """Authorization headers of an operator's admin key (tenant `ops`)."""
+    return {"Authorization": f"Bearer {make_key('ops', 'admin')}"}
+
+
 @pytest.fixture(scope="session")
 def live_api(settings: Settings) -> Iterator[LiveAPI]:
     api = LiveAPI(settings, API_WORKERS="2")
     yield api
     api.stop()
+
+
+@pytest.fixture
+def start_api(settings: Settings) -> Iterator[Callable[..., LiveAPI]]:
+    """Start live APIs (one worker, stderr to pytest's capture) on the session's settings or
+    on those given; stopped at the end of the test."""
+    started: list[LiveAPI] = []
+
+    def start(on: Settings | None = None, **overrides: str) -> LiveAPI:
+        options = {"API_WORKERS": "1", **overrides}
+        api = LiveAPI(on or settings, capture_stderr=False, **options)
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        api.stop()
+
+
+@pytest.fixture
+def start_fleet(settings: Settings, ctx: Context) -> Iterator[Callable[..., LiveFleet]]:
+    """Start live fleets and wait until their workers beat; stopped at the end of the test.
+
+    A fleet runs on the session's settings with fast heartbeats, or on the settings given (`on`)
+    as they are; its workers are awaited in the Redis of `within` (default: the session's).
+    """
+    started: list[LiveFleet] = []
+
+    def start(
+        processes: int = 2,
+        threads: int = 2,
+        on: Settings | None = None,
+        within: Context | None = None,
+        **options: Any,
+    ) -> LiveFleet:
+        if on is None:
+            on, options = settings, {**FLEET_HEARTBEATS, **options}
+        fleet = LiveFleet(on, processes, threads, **options)
+        started.append(fleet)
+        beats_in = within or ctx
+        if processes:
+            wait_until(lambda: len(workers_of(beats_in, fleet.host)) >= processes, timeout=60)
+        return fleet
+
+    yield start
+    for fleet in started:
+        fleet.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of the test's own, which it may stop, restart empty or flush."""
+    with PrivateRedis(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A Postgres of the test's own (fsync off), which it may stop and restart."""
+    # Not under tmp_path: as root, postgres runs as another user who must be able to reach the
+    # data directory, and any pytest session that starts meanwhile resets
+    # /tmp/pytest-of-<user> to 0700 (initdb or a restart would then fail on permissions).
+    directory = Path(tempfile.mkdtemp(prefix="jobfleet-postgres-"))
+    try:
+        with PrivatePostgres(directory / "pg", fast=True) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,78 +1,56 @@
-"""Test helpers: wait on conditions, never on time."""
+"""Test helpers: live processes of the app (API, fleet, dev), and where their processes are.
+
+The helpers the tests share with the tooling (polling with a deadline, free ports, settings as
+a child's environment, terminate-then-kill) live in devtools, once; they are re-exported here.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable
+import uuid
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 
-T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
+from app.settings import Settings
+from devtools.net import free_port
+from devtools.probes import api_answers
+from devtools.processes import ROOT, environ, pid_alive, pids, settings_env, start_app, terminate
+from devtools.waiting import wait_until
+
+__all__ = [
+    "ROOT",
+    "LiveAPI",
+    "LiveDev",
+    "LiveFleet",
+    "free_port",
+    "processes_of_host",
+    "settings_env",
+    "terminate",
+    "wait_until",
+]
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T = predicate()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
-        time.sleep(interval)
-        last = predicate()
-    return last
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def settings_env(settings: object, **overrides: str) -> dict[str, str]:
-    """The environment that makes a child process build the same settings."""
-    from app.settings import Settings
-
-    assert isinstance(settings, Settings)
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[name.upper()] = str(value.value if hasattr(value, "value") else value)
-    env.update(overrides)
-    return env
-
-
-def terminate(process: subprocess.Popen[Any], timeout: float = 15) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit status."""
-    process.terminate()
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
+def processes_of_host(host: str) -> list[int]:
+    """Live processes started with FLEET_HOST=`host`: a fleet's manager and its workers (and
+    a dev process that runs that fleet)."""
+    return [pid for pid in pids() if environ(pid).get("FLEET_HOST") == host and pid_alive(pid)]
 
 
 class LiveAPI:
-    """A real `python -m app api` process on a free port."""
+    """A real `python -m app api` process on a free port.
 
-    def __init__(self, settings: object, **overrides: str) -> None:
+    Its stderr goes to a pipe, read when it dies while starting; `capture_stderr=False` lets it
+    through to pytest's capture instead, for an API that logs a line per request (a pipe nobody
+    drains would fill and stall it).
+    """
+
+    def __init__(self, settings: Settings, capture_stderr: bool = True, **overrides: str) -> None:
         self.port = free_port()
         env = settings_env(settings, API_PORT=str(self.port), **overrides)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "api"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        stderr = subprocess.PIPE if capture_stderr else None
+        self.process = start_app(["api"], env, stdout=subprocess.DEVNULL, stderr=stderr)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(self._healthy, timeout=30)
 
@@ -80,7 +58,7 @@ class LiveAPI:
         if self.process.poll() is not None:
             err = self.process.stderr.read().decode() if self.process.stderr else ""
             raise AssertionError(f"API exited with {self.process.returncode}: {err[-2000:]}")
-        return answers(self.url)
+        return api_answers(self.url)
 
     def stop(self) -> None:
         terminate(self.process)
@@ -93,59 +71,37 @@ class LiveFleet:
 
     def __init__(
         self,
-        settings: object,
+        settings: Settings,
         processes: int = 2,
         threads: int = 2,
         queues: str = "default",
         host: str | None = None,
         **overrides: str,
     ) -> None:
-        import uuid
-
         self.host = host or f"test-{uuid.uuid4().hex[:8]}"
-        fast = {
-            "HEARTBEAT_INTERVAL_SECONDS": "0.5",
-            "HEARTBEAT_TTL_SECONDS": "5",
-            "FLEET_METRICS_PORT": "0",
-        }
         env = settings_env(
             settings,
             FLEET_HOST=self.host,
             TASK_MODULES="tests.fleet_tasks",
-            **{**fast, **overrides},
+            **{"FLEET_METRICS_PORT": "0", **overrides},
         )
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "app", "worker",
-                "--processes", str(processes), "--threads", str(threads), "--queues", queues,
-            ],
-            cwd=ROOT,
-            env=env,
-        )  # fmt: skip
+        args = ["worker", "--processes", str(processes), "--threads", str(threads),
+                "--queues", queues]  # fmt: skip
+        self.process = start_app(args, env)
 
     def stop(self, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-
-def answers(url: str) -> bool:
-    """True when GET <url>/health answers 200."""
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+        """SIGTERM and its exit status; a fleet that needs killing fails the test."""
+        if self.process.poll() is not None:
+            return self.process.wait()
+        status = terminate(self.process, timeout)
+        assert status != -signal.SIGKILL, f"the fleet did not stop within {timeout} s: killed"
+        return status
 
 
 class LiveDev:
-    """A real `python -m app dev`: read its banner, wait for its API, stop it with Ctrl-C."""
+    """A real `python -m app dev`: read its banner, wait for its API and its fleet."""
 
-    def __init__(self, settings: object, local_dir: Path, **overrides: str) -> None:
+    def __init__(self, settings: Settings, local_dir: Path, **overrides: str) -> None:
         self.port = free_port()
         self.host = f"dev-{self.port}"
         env = settings_env(
@@ -157,12 +113,8 @@ class LiveDev:
             LOG_LEVEL="WARNING",
             **overrides,
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "dev", "--local-dir", str(local_dir)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
+        self.process = start_app(
+            ["dev", "--local-dir", str(local_dir)], env, stdout=subprocess.PIPE, text=True
         )
         assert self.process.stdout is not None
         self.banner: list[str] = []
@@ -174,7 +126,7 @@ class LiveDev:
         assert keys, f"dev printed no demo key: {''.join(self.banner)}"
         self.key = keys[0]
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_until(lambda: answers(self.url), timeout=30)
+        wait_until(lambda: api_answers(self.url), timeout=30)
         wait_until(self._fleet_up, timeout=60)
 
     def _fleet_up(self) -> bool:
@@ -191,8 +143,6 @@ class LiveDev:
         return self.process.wait(timeout=60)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, 60)
         if self.process.stdout is not None:
             self.process.stdout.close()

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
 
-from app.devstack import PrivateRedis
 from app.main import create_app
 from app.settings import Settings
+from devtools.redis_server import PrivateRedis
 from tests.helpers import free_port, wait_until
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(directory=tmp_path / "redis", port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_health_needs_nothing(client: TestClient) -> None:

@@ -9,22 +9,18 @@ from pathlib import Path
 import httpx
 
 from app.settings import Settings
-from tests.helpers import LiveAPI, answers, terminate, wait_until
+from devtools.probes import api_answers
+from devtools.processes import children, cmdline, pid_alive
+from tests.helpers import LiveAPI, terminate, wait_until
 
 
 def _workers(api: LiveAPI) -> set[int]:
     """The live worker processes of the API (children of its supervisor)."""
-    children = Path(f"/proc/{api.process.pid}/task/{api.process.pid}/children").read_text()
-    return {pid for pid in map(int, children.split()) if _is_worker(pid)}
+    return {pid for pid in children(api.process.pid) if _is_worker(pid)}
 
 
 def _is_worker(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status and b"spawn_main" in command
+    return pid_alive(pid) and "spawn_main" in cmdline(pid)
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -83,7 +79,7 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_them_all(settings: Settin
         after = wait_until(lambda: len(_workers(api)) == 2 and _workers(api), timeout=30)
         assert len(after - first) == 1
         wait_until(lambda: len(_tcp_sockets(api.port, "0A")) == 2, timeout=30)
-        assert answers(api.url)
+        assert api_answers(api.url)
     finally:
         workers = _workers(api)
         assert terminate(api.process) == 0

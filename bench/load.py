@@ -13,11 +13,12 @@ import os
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
-from pathlib import Path
 from typing import Any
 
 import httpx
 import uvloop
+
+from devtools.processes import children, proc_fields
 
 
 @dataclass(frozen=True)
@@ -143,23 +144,11 @@ async def _paced(load: Load, rate: float) -> Measured:
 
 
 def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of a process and its children so far, from /proc (Linux);
-    0 where /proc is missing."""
+    """CPU time (user and system) of a process and its children so far, from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for member in [pid, *_children(pid)]:
-        try:
-            stat = Path(f"/proc/{member}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    for member in [pid, *children(pid)]:
+        fields = proc_fields(member)
+        if fields is not None:
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in listed.split()]

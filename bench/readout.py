@@ -1,4 +1,5 @@
-"""Read-outs of the benchmark: how a drain went and how fast jobs were picked up."""
+"""Read-outs of the benchmark (its own SQL, beside the product's): how a drain went, how fast
+jobs were picked up, and the history and housekeeping it sets up between runs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,174 @@
+"""The workloads of the benchmark, each a function of the stack and the sizes that returns
+its figures: single submits over HTTP, batch submits, draining a deep queue, pickup latency at
+a steady rate, and the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from uuid_utils.compat import uuid7
+
+from app.runtime import freeze_startup_objects
+from app.services import jobs
+from bench import readout
+from bench.ceiling import insert_commit_rate, push_pop_rate
+from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
+from bench.stack import Stack
+from devtools.waiting import wait_until
+
+
+@dataclass(frozen=True)
+class Sizes:
+    http_jobs: int = 20_000
+    http_clients: int = 32
+    batch_jobs: int = 100_000
+    batch_size: int = 1_000
+    drain_jobs: int = 20_000
+    pickup_jobs: int = 2_000
+    pickup_rate: float = 200.0
+    history_jobs: int = 100_000
+    ceiling_seconds: float = 3.0
+    load_processes: int = 2  # of the HTTP load generator
+    batch_clients: int = 8
+
+
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4)
+
+
+def _history_ids(count: int) -> list[uuid.UUID]:
+    """Ids as the API gave them a day ago, one millisecond apart: time-ordered, like all ids."""
+    day_ago_ns = time.time_ns() - 86_400 * 10**9
+    return [uuid7(nanoseconds=day_ago_ns + n * 10**6) for n in range(count)]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+def submit_http(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    url = stack.start_api()
+    load = Load(
+        url=url,
+        headers={"Authorization": f"Bearer {stack.key}"},
+        path="/jobs",
+        body={"task": "noop", "queue": "http"},
+        expect=201,
+        requests=sizes.http_jobs,
+        clients=sizes.http_clients,
+    )
+    api_cpu = process_tree_cpu_seconds(stack.processes[-1].pid)
+    measured = closed_loop(load, sizes.load_processes)
+    api_cpu = process_tree_cpu_seconds(stack.processes[-1].pid) - api_cpu
+    stack.stop(stack.processes[-1])
+    assert stack.count("http", "queued") == sizes.http_jobs
+    return {
+        "jobs_per_second": sizes.http_jobs / measured.seconds,
+        "p50_ms": _percentile(measured.latencies, 50) * 1000,
+        "p99_ms": _percentile(measured.latencies, 99) * 1000,
+        # Where the two cores went: what each request cost the API and the load generator.
+        "api_cpu_ms_per_request": api_cpu / sizes.http_jobs * 1000,
+        "loadgen_cpu_ms_per_request": measured.cpu_seconds / sizes.http_jobs * 1000,
+    }
+
+
+def submit_batch(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    url = stack.start_api()
+    requests = sizes.batch_jobs // sizes.batch_size
+    load = Load(
+        url=url,
+        headers={"Authorization": f"Bearer {stack.key}"},
+        path="/jobs/batch",
+        body={"jobs": [{"task": "noop", "queue": "batch"}] * sizes.batch_size},
+        expect=200,
+        requests=requests,
+        clients=sizes.batch_clients,
+    )
+    measured = closed_loop(load, sizes.load_processes)
+    stack.stop(stack.processes[-1])
+    assert stack.count("batch", "queued") == requests * sizes.batch_size
+    return {"jobs_per_second": requests * sizes.batch_size / measured.seconds}
+
+
+def drain(
+    stack: Stack, sizes: Sizes, processes: int, threads: int, history: int = 0
+) -> dict[str, float]:
+    if history:
+        with stack.ctx.db.transaction() as session:
+            readout.seed_history(session, _history_ids(history))
+        readout.vacuum(stack.settings.database_url)
+        # Old history is on disk long since: its pages are not written back mid-measurement.
+        readout.checkpoint(stack.settings.database_url)
+    queue = f"drain{processes}x{threads}"
+    stack.enqueue(queue, sizes.drain_jobs)
+    fleet = stack.start_fleet(processes, threads, queue)
+    wait_until(lambda: not stack.unfinished(queue), 600, what="the drain")
+    stack.stop(fleet)
+    with stack.ctx.db.transaction() as session:
+        window = readout.drain_window(session, queue)
+    if not (
+        window.completed == window.attempts == window.jobs_with_one_attempt == sizes.drain_jobs
+    ):
+        raise RuntimeError(f"drain verification failed: {window}")
+    return {"jobs_per_second": sizes.drain_jobs / window.seconds, "seconds": window.seconds}
+
+
+def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    url = stack.start_api()
+    fleet = stack.start_fleet(2, 2, "pickup")
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    # Let the fleet come up before the clock starts: the first job must not wait for a spawn.
+    probe = httpx.post(f"{url}/jobs", json={"task": "noop", "queue": "pickup"}, headers=headers)
+    wait_until(lambda: stack.count("pickup", "completed") == 1, 60, what="the fleet start")
+    jobs.delete(stack.ctx, stack.principal, uuid.UUID(probe.json()["id"]))
+
+    load = Load(
+        url=url,
+        headers=headers,
+        path="/jobs",
+        body={"task": "noop", "queue": "pickup"},
+        expect=201,
+        requests=sizes.pickup_jobs,
+        clients=64,
+    )
+    freeze_startup_objects()  # no full collection of the whole bench may stall the pacing
+    paced(load, sizes.pickup_rate)
+    wait_until(lambda: not stack.unfinished("pickup"), 120, what="the pickups")
+    stack.stop(fleet)
+    stack.stop(stack.processes[-1])
+    with stack.ctx.db.transaction() as session:
+        waits = readout.pickup_milliseconds(session, "pickup")
+    return {f"p{q}_ms": _percentile(waits, q) for q in (50, 95, 99)}
+
+
+def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    return {
+        "postgres_insert_commit_per_second": insert_commit_rate(
+            stack.settings.database_url, sizes.ceiling_seconds
+        ),
+        "redis_push_pop_pairs_per_second": push_pop_rate(
+            stack.settings.redis_url, f"{stack.settings.key_prefix}:ceiling", sizes.ceiling_seconds
+        ),
+    }
+
+
+Workload = Callable[[Stack, Sizes], dict[str, float]]
+WORKLOADS: dict[str, Workload] = {
+    "ceiling": ceiling,
+    "submit-http": submit_http,
+    "submit-batch": submit_batch,
+    "drain-2x2": lambda stack, sizes: drain(stack, sizes, 2, 2),
+    "drain-4x1": lambda stack, sizes: drain(stack, sizes, 4, 1),
+    "drain-2x2-history": lambda stack, sizes: drain(stack, sizes, 2, 2, sizes.history_jobs),
+    "pickup": pickup,
+}
