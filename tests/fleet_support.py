@@ -1,12 +1,11 @@
-"""Shared pieces of the fleet tests: submitting through the service, reading job rows."""
+"""Shared pieces of the fleet tests: submitting through the service, reading job rows and
+heartbeats. (The `start_fleet` fixture is in conftest.py.)"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from app.dispatch import fleet as dispatch_fleet
@@ -14,8 +13,6 @@ from app.domain.schemas import JobCreate
 from app.services import jobs
 from app.services.auth import Principal, Scope
 from app.services.context import Context
-from app.settings import Settings
-from tests.helpers import LiveFleet, wait_until
 
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
 
@@ -52,19 +49,3 @@ def all_done(ctx: Context, total: int, done: tuple[str, ...] = ("completed",)) -
 def workers_of(ctx: Context, host: str) -> list[dict[str, Any]]:
     beats = dispatch_fleet.read_heartbeats(ctx.redis.client, ctx.keys)
     return [b for b in beats if b.get("host") == host and b.get("kind") == "worker"]
-
-
-@pytest.fixture
-def start_fleet(settings: Settings, ctx: Context) -> Iterator[Any]:
-    started: list[LiveFleet] = []
-
-    def start(processes: int = 2, threads: int = 2, **options: Any) -> LiveFleet:
-        fleet = LiveFleet(settings, processes, threads, **options)
-        started.append(fleet)
-        if processes:
-            wait_until(lambda: len(workers_of(ctx, fleet.host)) >= processes, timeout=60)
-        return fleet
-
-    yield start
-    for fleet in started:
-        fleet.stop()

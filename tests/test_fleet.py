@@ -15,15 +15,12 @@ from tests.fleet_support import (
     all_done,
     attempts,
     job_row,
-    start_fleet,
     statuses,
     submit,
     workers_of,
 )
 from tests.fleet_tasks import side_effect_key
 from tests.helpers import wait_until
-
-__all__ = ["start_fleet"]
 
 
 def runs_per_job(ctx: Context) -> dict[str, int]:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from fastapi.testclient import TestClient
 
 from app.dispatch import fleet
 from app.services.context import Context
-
-
-@pytest.fixture
-def admin(make_key: Callable[..., str]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_key('ops', 'admin')}"}
 
 
 def manager_beats(ctx: Context, host: str) -> None:

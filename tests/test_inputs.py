@@ -23,11 +23,6 @@ def key_headers(make_key: Callable[..., str], *scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_key('acme', *scopes)}"}
 
 
-@pytest.fixture
-def admin(make_key: Callable[..., str]) -> dict[str, str]:
-    return key_headers(make_key, "admin")
-
-
 def refused(response: Response, loc: list[Any], kind: str | None = None) -> dict[str, Any]:
     """Assert a 422 problem whose errors name `loc` (and `kind`, when given)."""
     assert response.status_code == 422, response.text

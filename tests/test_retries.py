@@ -8,10 +8,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from app.services.context import Context
-from tests.fleet_support import all_done, attempts, job_row, start_fleet, submit, workers_of
+from tests.fleet_support import all_done, attempts, job_row, submit, workers_of
 from tests.helpers import wait_until
-
-__all__ = ["start_fleet"]
 
 FAST_RETRIES = {"RETRY_BASE": "1.5", "RETRY_CAP": "0.3", "PROMOTE_INTERVAL_SECONDS": "0.1"}
 

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from app.services.context import Context
-from tests.fleet_support import all_done, attempts, job_row, start_fleet, submit
+from tests.fleet_support import all_done, attempts, job_row, submit
 from tests.helpers import free_port, wait_until
-
-__all__ = ["start_fleet"]
 
 
 class _Handler(BaseHTTPRequestHandler):
