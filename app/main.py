@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from app.api import dlq, docs, fleet, health, jobs, lease, observability, openapi, problems
 from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
-from app.dispatch.ratelimit import RateLimits
 from app.logging import configure_logging
+from app.services import limits
 from app.services.context import Context
 from app.settings import Settings, load_settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.context = context
-    app.state.rate_limits = RateLimits(settings, context.keys)
+    limits.prepare(context)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(observability.router)

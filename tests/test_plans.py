@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from app.services.context import Context
 from app.store.claims import _CLAIM, _COMPLETE_MANY, _UNCLAIM
+from app.store.jobs import _CANCEL, _REQUEST_CANCEL, _REQUEUE
 
 
 def _plan(session: Session, statement: TextClause, params: dict[str, object]) -> str:
@@ -53,7 +54,16 @@ def test_claim_and_finish_use_the_primary_key_with_statistics_of_an_empty_table(
             session, _COMPLETE_MANY, {"ids": ids, "tokens": ids, "results": ["null"] * 10}
         )
         unclaim = _plan(session, _UNCLAIM, {"ids": ids, "tokens": ids})
-    for plan in (*claims, finish, unclaim):
+        # The producer's steps by id: cancel, a cancel request, retry.
+        by_id = [
+            _plan(session, statement, {"id": job_id, "tenant": "acme", "from_states": ["failed"]})
+            for statement, job_id in (
+                (_CANCEL, queued[0]),
+                (_REQUEST_CANCEL, running[0]),
+                (_REQUEUE, queued[0]),
+            )
+        ]
+    for plan in (*claims, finish, unclaim, *by_id):
         assert "jobs_pkey" in plan, plan
         assert "ix_jobs_queued_by_tenant" not in plan, plan
         assert "ix_jobs_processing_lease" not in plan, plan

@@ -9,9 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from app.dispatch.ratelimit import RateLimits
 from app.logging import bind
-from app.services import auth
+from app.services import auth, limits
 from app.services.auth import Principal, Scope
 from app.services.context import Context
 
@@ -43,7 +42,6 @@ def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
     """
 
     async def dependency(
-        request: Request,
         ctx: ContextDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
@@ -52,9 +50,8 @@ def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
             principal = await run_in_threadpool(_principal, ctx, credentials)
         bind(tenant=principal.tenant)
         principal.require(scope)
-        limits: RateLimits = request.app.state.rate_limits
-        if limits.enabled:
-            await run_in_threadpool(limits.hit, action, str(principal.key_id))
+        if limits.enabled(ctx):
+            await run_in_threadpool(limits.hit, ctx, principal, action)
         return principal
 
     return dependency

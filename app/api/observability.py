@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -24,13 +24,12 @@ _reader = caller(Scope.METRICS, "admin")
 
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(
-    request: Request,
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Response:
     """Prometheus text; needs a key with the `metrics` or `admin` scope unless
     METRICS_PUBLIC is true."""
     if not ctx.settings.metrics_public:
-        await _reader(request, ctx, credentials)
+        await _reader(ctx, credentials)
     body, content_type = await run_in_threadpool(metrics().exposition, [FleetGauges(ctx)])
     return Response(body, media_type=content_type)

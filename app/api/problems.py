@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -172,9 +174,9 @@ def install(app: FastAPI) -> None:
             headers=RETRY_AFTER,
         )
 
-    @app.exception_handler(redis.ConnectionError)
-    @app.exception_handler(redis.TimeoutError)
-    async def _redis_down(_: Request, exc: redis.RedisError) -> Response:
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_: Request, exc: RedisError) -> Response:
         log.warning("redis unavailable", extra={"error": str(exc)})
         return problem_response(
             503,

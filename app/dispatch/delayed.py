@@ -42,3 +42,8 @@ def schedule(client: redis.Redis, keys: Keys, items: Iterable[tuple[str, datetim
     mapping = {job_id: run_at.timestamp() for job_id, run_at in items}
     if mapping:
         client.zadd(keys.delayed, mapping)
+
+
+def size(client: redis.Redis, keys: Keys) -> int:
+    """How many ids the delayed set holds."""
+    return int(client.zcard(keys.delayed))

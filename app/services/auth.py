@@ -10,9 +10,9 @@ import uuid
 from app.domain.errors import NotFound, Unauthorized
 from app.domain.principal import Principal as Principal
 from app.domain.principal import Scope as Scope
+from app.domain.records import KeyRecord
 from app.services.context import Context
 from app.store import keys as key_store
-from app.store.models import ApiKey
 
 KEY_PREFIX = "jf_"
 
@@ -23,7 +23,7 @@ def hash_key(secret: bytes, plain_key: str) -> str:
 
 def create_key(
     ctx: Context, tenant: str, scopes: list[Scope], name: str = ""
-) -> tuple[ApiKey, str]:
+) -> tuple[KeyRecord, str]:
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with ctx.db.transaction() as session:
         row = key_store.insert_key(
@@ -67,9 +67,9 @@ def _verify(ctx: Context, digest: str) -> Principal:
         return Principal(row.id, row.tenant, frozenset(Scope(s) for s in row.scopes))
 
 
-def list_keys(ctx: Context, tenant: str | None = None) -> list[ApiKey]:
+def list_keys(ctx: Context, tenant: str | None = None) -> list[KeyRecord]:
     with ctx.db.transaction() as session:
-        return list(key_store.list_keys(session, tenant))
+        return key_store.list_keys(session, tenant)
 
 
 def revoke_key(ctx: Context, key_id: uuid.UUID) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from app.dispatch.aio import AsyncRedisHandle
 from app.dispatch.client import RedisHandle
 from app.dispatch.keys import Keys
+from app.dispatch.ratelimit import RateLimits
 from app.services.keycache import PrincipalCache
 from app.services.metric_labels import MetricLabels
 from app.settings import Settings
@@ -23,6 +25,8 @@ class Context:
     keys: Keys = field(init=False)
     principals: PrincipalCache = field(init=False)
     metric_labels: MetricLabels = field(init=False)
+    _rate_limits: RateLimits | None = field(init=False, default=None)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
@@ -35,6 +39,16 @@ class Context:
         self.metric_labels = MetricLabels(
             self.redis, self.keys, settings.metrics_max_queues, settings.metrics_max_tasks
         )
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The API's limiter, built on first use: processes that serve no request (the fleet,
+        the CLI) never build one."""
+        if self._rate_limits is None:
+            with self._lock:
+                if self._rate_limits is None:
+                    self._rate_limits = RateLimits(self.settings, self.keys)
+        return self._rate_limits
 
     def close(self) -> None:
         self.db.dispose()

@@ -22,12 +22,10 @@ FAILED = frozenset({JobStatus.FAILED})
 
 def _dead_lettered(ctx: Context, principal: Principal, job_id: uuid.UUID) -> InvalidTransition:
     with ctx.db.transaction() as session:
-        job = job_store.get_job(session, job_id, principal.tenant_filter)
-    if job is None:
+        status = job_store.job_status(session, job_id, principal.tenant_filter)
+    if status is None:
         raise JobNotFound()
-    return InvalidTransition(
-        f"job is {job.status}, not in the dead-letter queue", job_status=job.status
-    )
+    return InvalidTransition(f"job is {status}, not in the dead-letter queue", job_status=status)
 
 
 def replay(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
@@ -54,7 +52,7 @@ def replay_many(
         tenant=principal.tenant_filter, status=JobStatus.FAILED, queue=queue, task=task
     )
     with ctx.db.transaction() as session:
-        jobs = list(job_store.requeue_many(session, where, job_ids, limit))
+        jobs = job_store.requeue_many(session, where, job_ids, limit)
     announce_after_commit(ctx, jobs)
     log.info("jobs replayed", extra={"action": "jobs_replayed", "count": len(jobs)})
     return [JobOut.model_validate(job) for job in jobs]

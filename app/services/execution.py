@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,12 +17,12 @@ from app.dispatch import ready
 from app.dispatch.push import Announcement, announce
 from app.dispatch.ready import Place
 from app.domain.policy import DeadLetter, decide
+from app.domain.records import Claimed, Extended, Finished, Held, Lease
 from app.domain.states import AttemptOutcome, JobStatus
 from app.domain.values import json_problem
 from app.metrics import metrics
 from app.services.context import Context
 from app.store import claims
-from app.store.claims import Claimed, Finished, Lease
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +218,12 @@ def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID,
 
 def extend_lease(
     ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, seconds: float, tenant: str | None
-) -> tuple[datetime, bool] | None:
+) -> Extended | None:
     with ctx.db.transaction() as session:
         return claims.extend_lease(session, job_id, lease_token, seconds, tenant)
 
 
-def recover(ctx: Context, held: claims.Held, why: str) -> Finished | None:
+def recover(ctx: Context, held: Held, why: str) -> Finished | None:
     """A running job whose worker is gone: a lost attempt, through the retry policy. A job
     that was past its timeout counts as a timeout instead."""
     if held.overdue:

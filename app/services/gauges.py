@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import fleet
+from app.dispatch import delayed, fleet
 from app.services.context import Context
 from app.store import jobs as job_store
 
@@ -41,12 +41,13 @@ class FleetGauges:
     def _queues(self) -> Iterator[Metric]:
         client, keys = self.ctx.redis.client, self.ctx.keys
         with self.ctx.db.transaction() as session:
-            processing, failed, oldest = job_store.cheap_counts(session)
+            gauges = job_store.cheap_counts(session)
             now = job_store.database_now(session)
+        processing, failed, oldest = gauges.processing, gauges.failed, gauges.oldest_queued_at
         paused = fleet.paused_queues(client, keys)
         queues = sorted(set(processing) | set(failed) | set(oldest) | paused)
         ready = fleet.queue_lengths(client, keys, queues)
-        scheduled = client.zcard(keys.delayed)
+        scheduled = delayed.size(client, keys)
         # Queues past the label bound share one series (see app/services/metric_labels.py).
         groups: dict[str, list[str]] = {}
         for queue, value in self.ctx.metric_labels.queues(queues).items():

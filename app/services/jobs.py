@@ -7,7 +7,6 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from sqlalchemy.exc import DataError, IntegrityError
@@ -17,8 +16,9 @@ from app.dispatch.push import Announcement, announce
 from app.domain.cursor import decode_cursor, encode_cursor
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from app.domain.filters import JobFilter
+from app.domain.records import BriefJob, JobRecord
 from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut, JobPage
-from app.domain.states import CANCELLABLE, DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
+from app.domain.states import DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
 from app.metrics import metrics
 from app.services.auth import Principal
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Submitted:
-    record: Any  # the job's row: all of it for a single submit, the brief columns in a batch
+    record: JobRecord | BriefJob  # all of the job for a single submit, brief in a batch
     created: bool  # False: the idempotency key returned an existing job
 
     @property
@@ -39,14 +39,14 @@ class Submitted:
         return JobOut.model_validate(self.record)
 
 
-def _announcement(job: Any) -> Announcement:
+def _announcement(job: JobRecord | BriefJob) -> Announcement:
     scheduled = job.status == JobStatus.SCHEDULED
     return Announcement(
         str(job.id), job.queue, job.priority, job.tenant, job.run_at if scheduled else None
     )
 
 
-def announce_after_commit(ctx: Context, jobs: Sequence[Any]) -> None:
+def announce_after_commit(ctx: Context, jobs: Sequence[JobRecord | BriefJob]) -> None:
     """Tell Redis about committed jobs. A failure here loses nothing: the job is a committed
     row, and the reconciler pushes queued jobs that Redis does not hold."""
     if not jobs:
@@ -88,7 +88,7 @@ def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_stor
     )
 
 
-def _conflict(new: job_store.NewJob, existing: Any) -> IdempotencyConflict:
+def _conflict(new: job_store.NewJob, existing: JobRecord | BriefJob) -> IdempotencyConflict:
     return IdempotencyConflict(
         f"idempotency key '{new.idempotency_key}' was used for a different request "
         f"(job {existing.id})",
@@ -118,7 +118,7 @@ def _write(
     with ctx.db.transaction() as session:
         inserted = job_store.insert_jobs(session, news, full)
         taken = [n for n in news if n.id not in inserted]
-        existing: dict[str, Any] = {}
+        existing: dict[str, JobRecord | BriefJob] = {}
         if taken:
             keys = [n.idempotency_key for n in taken if n.idempotency_key is not None]
             existing = job_store.get_by_idempotency_keys(session, principal.tenant, keys, full)
@@ -226,10 +226,10 @@ def _refuse(
 ) -> InvalidTransition:
     """Explain why a guarded update matched no row: absent (404) or in the wrong state (409)."""
     with ctx.db.transaction() as session:
-        job = job_store.get_job(session, job_id, principal.tenant_filter)
-    if job is None:
+        status = job_store.job_status(session, job_id, principal.tenant_filter)
+    if status is None:
         raise JobNotFound()
-    return InvalidTransition(f"cannot {action} a job that is {job.status}", job_status=job.status)
+    return InvalidTransition(f"cannot {action} a job that is {status}", job_status=status)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class Cancelled:
 
 def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
     with ctx.db.transaction() as session:
-        job = job_store.cancel_waiting(session, job_id, principal.tenant_filter, CANCELLABLE)
+        job = job_store.cancel_waiting(session, job_id, principal.tenant_filter)
         if job is None:
             job = job_store.request_cancel(session, job_id, principal.tenant_filter)
             if job is not None:

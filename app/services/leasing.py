@@ -21,6 +21,7 @@ from app.dispatch import aio
 from app.dispatch.ready import Taken
 from app.domain.errors import InvalidRequest, JobNotFound, LeaseLost
 from app.domain.principal import Principal
+from app.domain.records import Extended, Lease
 from app.domain.schemas import JobOut
 from app.domain.states import AttemptOutcome
 from app.services import execution
@@ -95,13 +96,11 @@ async def _take(ctx: Context, queue: str, tenant: str | None, wait: float) -> Ta
 def _lost(ctx: Context, job_id: uuid.UUID, tenant: str | None) -> Exception:
     """Why a lease call found no lease: another tenant's job is as unknown as a missing one."""
     with ctx.db.transaction() as session:
-        exists = job_store.get_job(session, job_id, tenant) is not None
+        exists = job_store.job_status(session, job_id, tenant) is not None
     return LeaseLost() if exists else JobNotFound()
 
 
-def _lease(
-    ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, tenant: str | None
-) -> claims.Lease:
+def _lease(ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, tenant: str | None) -> Lease:
     with ctx.db.transaction() as session:
         lease = claims.current_lease(session, job_id, lease_token, tenant)
     if lease is None:
@@ -142,12 +141,6 @@ def nack(
     return done.status.value
 
 
-@dataclass(frozen=True)
-class Extended:
-    lease_expires_at: datetime
-    cancel_requested: bool
-
-
 def heartbeat(
     ctx: Context,
     principal: Principal,
@@ -159,4 +152,4 @@ def heartbeat(
     extended = execution.extend_lease(ctx, job_id, lease_token, lease_seconds, tenant)
     if extended is None:
         raise _lost(ctx, job_id, tenant)
-    return Extended(*extended)
+    return extended

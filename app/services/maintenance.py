@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.dispatch import delayed, fleet, locks, ready, reconcile
 from app.dispatch.ready import Place
+from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
 from app.services import execution
 from app.services.context import Context
@@ -194,8 +195,8 @@ class Retention:
         settings = self.ctx.settings
         deleted = 0
         for statuses, age in (
-            (["completed", "cancelled"], settings.retention_seconds),
-            (["failed"], settings.dlq_retention_seconds),
+            (TERMINAL - {JobStatus.FAILED}, settings.retention_seconds),
+            ({JobStatus.FAILED}, settings.dlq_retention_seconds),
         ):
             for _ in range(RETENTION_ROUNDS):
                 with self.ctx.db.transaction() as session:

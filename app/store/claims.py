@@ -8,46 +8,23 @@ worker that lost its lease (presumed dead, job re-run elsewhere) changes nothing
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from app.domain.records import Claimed as Claimed  # app/workers/loop.py names it here
+from app.domain.records import Extended, Finished, Held, Lease, Ready
 from app.domain.states import AttemptOutcome, JobStatus
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """What a worker needs to run one attempt."""
-
-    id: uuid.UUID
-    tenant: str
-    queue: str
-    task: str
-    payload: Any
-    priority: int
-    attempt: int
-    max_retries: int
-    timeout_seconds: int
-    lease_token: uuid.UUID
-    lease_expires_at: datetime
-    created_at: datetime
-    run_at: datetime
-    started_at: datetime
-
-    @property
-    def lease(self) -> Lease:
-        return Lease(self.id, self.lease_token, self.attempt, self.max_retries)
-
+from app.store.transitions import CLAIM, FINISH, UNCLAIM, guarded
 
 # Statements that look jobs up by id test their status as `status || ''` (and their tenant as
 # `tenant || ''`), which no index on status or tenant can serve. A queue filled since the last
 # ANALYZE looks empty to the planner, which then scans every queued (or running) job to find a
 # handful of ids instead of taking them from the primary key: measured, 2.5 ms instead of
 # 0.4 ms per claim at 20,000 queued.
-_CLAIM = text(
+_CLAIM = guarded(
+    CLAIM,
     """
     UPDATE jobs
        SET status = 'processing',
@@ -61,7 +38,7 @@ _CLAIM = text(
        AND (CAST(:tenant AS text) IS NULL OR tenant || '' = :tenant)
     RETURNING id, tenant, queue, task, payload, priority, attempts, max_retries,
               timeout_seconds, lease_token, lease_expires_at, created_at, run_at, started_at
-    """
+    """,
 )
 
 
@@ -99,34 +76,11 @@ def claim(
     ]
 
 
-@dataclass(frozen=True)
-class Lease:
-    """The attempt a finish refers to: fenced by its token."""
-
-    id: uuid.UUID
-    lease_token: uuid.UUID
-    attempt: int
-    max_retries: int
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Where a finished attempt left its job."""
-
-    id: uuid.UUID
-    status: JobStatus
-    queue: str
-    task: str
-    priority: int
-    tenant: str
-    run_at: datetime
-    duration_seconds: float  # of the attempt that just ended
-
-
 # One statement closes the attempt: the fenced status change and its job_attempts row commit
 # together or not at all. A job whose cancellation was requested ends cancelled, whatever its
 # task did.
-_FINISH = text(
+_FINISH = guarded(
+    FINISH,
     """
     WITH finished AS (
         UPDATE jobs
@@ -151,7 +105,7 @@ _FINISH = text(
           FROM finished
     )
     SELECT id, status, queue, task, priority, tenant, run_at, duration FROM finished
-    """
+    """,
 )
 
 
@@ -173,15 +127,17 @@ def finish(
         {
             "id": lease.id,
             "token": lease.lease_token,
-            "status": status.value,
+            "status": FINISH.bind_target(status),
             "outcome": outcome.value,
             "result": result_json,
             "error": error,
             "delay": delay_seconds,
         },
     ).first()
-    if row is None:
-        return None
+    return None if row is None else _finished(row)
+
+
+def _finished(row: Row[Any]) -> Finished:
     return Finished(
         row.id,
         JobStatus(row.status),
@@ -196,7 +152,8 @@ def finish(
 
 # Many successes in one statement: the fenced updates and their attempt rows together. A row
 # whose lease was lost in the meantime simply does not match.
-_COMPLETE_MANY = text(
+_COMPLETE_MANY = guarded(
+    FINISH,
     """
     WITH input AS (
         SELECT * FROM unnest(
@@ -225,7 +182,7 @@ _COMPLETE_MANY = text(
           FROM finished
     )
     SELECT id, status, queue, task, priority, tenant, run_at, duration FROM finished
-    """
+    """,
 )
 
 
@@ -239,22 +196,11 @@ def complete_many(session: Session, done: list[tuple[Lease, str]]) -> list[Finis
             "results": [result for _, result in done],
         },
     ).all()
-    return [
-        Finished(
-            r.id,
-            JobStatus(r.status),
-            r.queue,
-            r.task,
-            r.priority,
-            r.tenant,
-            r.run_at,
-            float(r.duration),
-        )
-        for r in rows
-    ]
+    return [_finished(row) for row in rows]
 
 
-_UNCLAIM = text(
+_UNCLAIM = guarded(
+    UNCLAIM,
     """
     WITH input AS (
         SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS i(id, token)
@@ -268,30 +214,21 @@ _UNCLAIM = text(
      WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = i.id
        AND j.status || '' = 'processing' AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.priority, j.tenant, j.run_at, j.status
-    """
+    """,
 )
 
 
-@dataclass(frozen=True)
-class Released:
-    id: uuid.UUID
-    queue: str
-    priority: int
-    tenant: str
-
-
-def unclaim(session: Session, leases: list[Lease]) -> list[Released]:
+def unclaim(session: Session, leases: list[Lease]) -> list[Ready]:
     """Undo claims of jobs that never started (fenced): queued again, the attempt not counted
-    (cancelled instead, if that was asked meanwhile). Returns (id, queue, priority) of the
-    queued ones, in the order they became ready."""
+    (cancelled instead, if that was asked meanwhile). Returns the places of the queued ones,
+    in the order they became ready."""
     rows = session.execute(
         _UNCLAIM,
         {"ids": [str(x.id) for x in leases], "tokens": [str(x.lease_token) for x in leases]},
     ).all()
-    queued = [r for r in rows if r.status == "queued"]
+    queued = [r for r in rows if r.status == JobStatus.QUEUED]
     return [
-        Released(r.id, r.queue, r.priority, r.tenant)
-        for r in sorted(queued, key=lambda r: r.run_at)
+        Ready(r.id, r.queue, r.priority, r.tenant) for r in sorted(queued, key=lambda r: r.run_at)
     ]
 
 
@@ -306,7 +243,7 @@ _EXTEND = text(
 
 
 # `|| ''` as for status: these statements find their job by id, never by the tenant's index.
-_OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant || '' = :tenant)"
+OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant || '' = :tenant)"
 
 
 def extend_lease(
@@ -315,7 +252,7 @@ def extend_lease(
     lease_token: uuid.UUID,
     lease_seconds: float,
     tenant: str | None,
-) -> tuple[datetime, bool] | None:
+) -> Extended | None:
     """Extend one lease (HTTP workers) of a job of `tenant` (any tenant when None); its new
     expiry and cancel flag, or None if lost."""
     row = session.execute(
@@ -323,13 +260,13 @@ def extend_lease(
             f"""
             UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
              WHERE id = :id AND status = 'processing' AND lease_token = :token
-               AND {_OF_TENANT}
+               AND {OF_TENANT}
             RETURNING lease_expires_at, cancel_requested
             """
         ),
         {"id": job_id, "token": lease_token, "lease_seconds": lease_seconds, "tenant": tenant},
     ).first()
-    return (row.lease_expires_at, row.cancel_requested) if row is not None else None
+    return Extended(row.lease_expires_at, row.cancel_requested) if row is not None else None
 
 
 def extend_leases(
@@ -350,12 +287,6 @@ _LEASES_WHERE = """
      ORDER BY lease_expires_at
      LIMIT :limit
 """
-
-
-@dataclass(frozen=True)
-class Held:
-    lease: Lease
-    overdue: bool  # ran past its timeout_seconds
 
 
 def _held(session: Session, condition: str, limit: int, **params: Any) -> list[Held]:
@@ -413,7 +344,7 @@ def current_lease(
     row = session.execute(
         text(
             "SELECT id, lease_token, attempts, max_retries FROM jobs "
-            f"WHERE id = :id AND status = 'processing' AND lease_token = :token AND {_OF_TENANT}"
+            f"WHERE id = :id AND status = 'processing' AND lease_token = :token AND {OF_TENANT}"
         ),
         {"id": job_id, "token": lease_token, "tenant": tenant},
     ).first()

@@ -1,22 +1,32 @@
-"""Job queries. Every status change is guarded by the status it expects (and, for a running
-job, its lease token), and callers check whether a row came back."""
+"""Job queries. Every status change is a statement declared with its step of the state table
+(app/store/transitions.py), guarded by the statuses that step moves jobs out of; callers check
+whether a row came back."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, and_, delete, func, or_, select, text, update
+from sqlalchemy import Row, Select, and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.domain.filters import JobFilter
+from app.domain.records import (
+    AttemptRecord,
+    BriefJob,
+    JobRecord,
+    QueueCounts,
+    QueueGauges,
+)
 from app.domain.states import JobStatus
+from app.store.claims import OF_TENANT
 from app.store.maintenance import oldest_queued_by_queue
 from app.store.models import Job, JobAttempt
+from app.store.transitions import CANCEL, REQUEST_CANCEL, REQUEUE, SUBMIT, guarded
 
 
 @dataclass(frozen=True)
@@ -35,17 +45,27 @@ class NewJob:
     delay_seconds: float | None
 
 
-JOB_COLUMNS = (
-    "id, tenant, queue, task, payload, priority, status, idempotency_key, request_fingerprint, "
-    "attempts, max_retries, timeout_seconds, run_at, result, last_error, worker_id, "
-    "lease_token, lease_expires_at, cancel_requested, created_at, updated_at, started_at, "
-    "finished_at"
-)
-
+_JOB_FIELDS = [f.name for f in fields(JobRecord)]
+_JOB_STATUS = _JOB_FIELDS.index("status")
+JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 # What a batch submit needs back of each job; a single submit returns the whole job.
-BRIEF_COLUMNS = (
-    "id, tenant, status, queue, task, priority, run_at, idempotency_key, request_fingerprint"
-)
+BRIEF_COLUMNS = ", ".join(BriefJob._fields)
+# A dict lookup, not JobStatus(value): a batch turns a thousand statuses per request.
+_STATUSES = {status.value: status for status in JobStatus}
+
+
+def _job(row: Row[Any]) -> JobRecord:
+    values = list(row)
+    values[_JOB_STATUS] = _STATUSES[values[_JOB_STATUS]]
+    return JobRecord(*values)
+
+
+def _brief(row: Row[Any]) -> BriefJob:
+    job_id, tenant, status, queue, task, priority, run_at, key, fingerprint = row
+    return BriefJob(
+        job_id, tenant, _STATUSES[status], queue, task, priority, run_at, key, fingerprint
+    )
+
 
 # One statement for one job or a thousand: the rows travel as arrays, so the statement text
 # (and its plan) never changes with the batch size. run_at is now() unless the job asked for
@@ -75,15 +95,15 @@ _INSERT = """
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {columns}
     """
-_INSERT_FULL = text(_INSERT.format(columns=JOB_COLUMNS))
-_INSERT_BRIEF = text(_INSERT.format(columns=BRIEF_COLUMNS))
+_INSERT_FULL = guarded(SUBMIT, _INSERT.format(columns=JOB_COLUMNS))
+_INSERT_BRIEF = guarded(SUBMIT, _INSERT.format(columns=BRIEF_COLUMNS))
 
 
 def insert_jobs(
     session: Session, jobs: list[NewJob], full: bool = True
-) -> dict[uuid.UUID, Row[Any]]:
-    """Insert jobs in one statement; returns the inserted rows by the ids given. A job whose
-    idempotency key is taken is absent from the result.
+) -> dict[uuid.UUID, JobRecord | BriefJob]:
+    """Insert jobs in one statement; returns the inserted jobs (whole, or brief when not
+    `full`) by the ids given. A job whose idempotency key is taken is absent from the result.
 
     ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit, so the
     caller's follow-up read always finds the winner: there is no check-then-insert window.
@@ -106,37 +126,66 @@ def insert_jobs(
             "positions": list(range(len(jobs))),
         },
     ).all()
-    return {row.id: row for row in rows}
+    record = _job if full else _brief
+    return {row.id: record(row) for row in rows}
 
 
 def get_by_idempotency_keys(
     session: Session, tenant: str, keys: list[str], full: bool = True
-) -> dict[str, Row[Any]]:
-    columns = JOB_COLUMNS if full else BRIEF_COLUMNS
+) -> dict[str, JobRecord | BriefJob]:
+    """The jobs of `tenant` that hold these idempotency keys, by key."""
     rows = session.execute(
         text(
-            f"SELECT {columns} FROM jobs "
+            f"SELECT {JOB_COLUMNS if full else BRIEF_COLUMNS} FROM jobs "
             "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
         ),
         {"tenant": tenant, "keys": keys},
-    ).all()
-    return {row.idempotency_key: row for row in rows}
+    )
+    record = _job if full else _brief
+    jobs = [record(row) for row in rows]
+    return {job.idempotency_key: job for job in jobs if job.idempotency_key is not None}
 
 
-def get_job(session: Session, job_id: uuid.UUID, tenant: str | None) -> Job | None:
-    statement = select(Job).where(Job.id == job_id)
+_JOB = [getattr(Job, name) for name in _JOB_FIELDS]
+
+
+def get_job(session: Session, job_id: uuid.UUID, tenant: str | None) -> JobRecord | None:
+    statement = select(*_JOB).where(Job.id == job_id)
     if tenant is not None:
         statement = statement.where(Job.tenant == tenant)
-    return session.scalars(statement).one_or_none()
+    row = session.execute(statement).first()
+    return None if row is None else _job(row)
 
 
-def attempts_of(session: Session, job_id: uuid.UUID) -> Sequence[JobAttempt]:
-    return session.scalars(
-        select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.id)
-    ).all()
+def job_status(session: Session, job_id: uuid.UUID, tenant: str | None) -> JobStatus | None:
+    """The job's status; None when there is no such job of `tenant` (any tenant when None)."""
+    statement = select(Job.status).where(Job.id == job_id)
+    if tenant is not None:
+        statement = statement.where(Job.tenant == tenant)
+    status = session.scalar(statement)
+    return None if status is None else JobStatus(status)
 
 
-def _filtered(statement: Any, where: JobFilter) -> Any:
+def attempts_of(session: Session, job_id: uuid.UUID) -> list[AttemptRecord]:
+    rows = session.execute(
+        select(
+            JobAttempt.attempt,
+            JobAttempt.worker_id,
+            JobAttempt.started_at,
+            JobAttempt.finished_at,
+            JobAttempt.outcome,
+            JobAttempt.error,
+        )
+        .where(JobAttempt.job_id == job_id)
+        .order_by(JobAttempt.id)
+    )
+    return [AttemptRecord(*row) for row in rows]
+
+
+_Selected = TypeVar("_Selected", bound=Select[Any])
+
+
+def _filtered(statement: _Selected, where: JobFilter) -> _Selected:
     if where.tenant is not None:
         statement = statement.where(Job.tenant == where.tenant)
     if where.status is not None:
@@ -154,9 +203,9 @@ def list_jobs(
     limit: int,
     offset: int,
     after: tuple[datetime, uuid.UUID] | None,
-) -> tuple[Sequence[Job], int]:
+) -> tuple[list[JobRecord], int]:
     """Newest first. `after` (created_at, id of the last row seen) pages without OFFSET's cost."""
-    statement = _filtered(select(Job), where)
+    statement = _filtered(select(*_JOB), where)
     if after is not None:
         created_at, job_id = after
         statement = statement.where(
@@ -165,95 +214,119 @@ def list_jobs(
                 and_(Job.created_at == created_at, Job.id < job_id),
             )
         )
-    rows = session.scalars(
+    rows = session.execute(
         statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    ).all()
+    )
+    jobs = [_job(row) for row in rows]
     total = session.scalar(_filtered(select(func.count()).select_from(Job), where)) or 0
-    return rows, total
+    return jobs, total
 
 
-def _transition(
-    session: Session,
-    job_id: uuid.UUID,
-    tenant: str | None,
-    allowed_from: frozenset[JobStatus],
-    **values: Any,
-) -> Job | None:
-    statement = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in allowed_from]))
-    if tenant is not None:
-        statement = statement.where(Job.tenant == tenant)
-    return session.scalars(
-        statement.values(updated_at=func.now(), **values).returning(Job)
-    ).one_or_none()
+_CANCEL = guarded(
+    CANCEL,
+    f"""
+    UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()
+     WHERE id = :id AND status || '' IN ('queued', 'scheduled') AND {OF_TENANT}
+    RETURNING {JOB_COLUMNS}
+    """,
+)
 
 
-def request_cancel(session: Session, job_id: uuid.UUID, tenant: str | None) -> Job | None:
+def cancel_waiting(session: Session, job_id: uuid.UUID, tenant: str | None) -> JobRecord | None:
+    """Cancel a job that waits (queued or scheduled); None when it is not waiting."""
+    row = session.execute(_CANCEL, {"id": job_id, "tenant": tenant}).first()
+    return None if row is None else _job(row)
+
+
+_REQUEST_CANCEL = guarded(
+    REQUEST_CANCEL,
+    f"""
+    UPDATE jobs SET cancel_requested = true, updated_at = now()
+     WHERE id = :id AND status || '' = 'processing' AND {OF_TENANT}
+    RETURNING {JOB_COLUMNS}
+    """,
+)
+
+
+def request_cancel(session: Session, job_id: uuid.UUID, tenant: str | None) -> JobRecord | None:
     """Flag a running job: its worker sees the flag at its next heartbeat, and the job ends
     cancelled when its task returns."""
-    return _transition(
-        session, job_id, tenant, frozenset({JobStatus.PROCESSING}), cancel_requested=True
-    )
+    row = session.execute(_REQUEST_CANCEL, {"id": job_id, "tenant": tenant}).first()
+    return None if row is None else _job(row)
 
 
-def cancel_waiting(
-    session: Session,
-    job_id: uuid.UUID,
-    tenant: str | None,
-    from_states: frozenset[JobStatus],
-) -> Job | None:
-    return _transition(
-        session,
-        job_id,
-        tenant,
-        from_states,
-        status=JobStatus.CANCELLED.value,
-        finished_at=func.now(),
-    )
+# Back to queued with a fresh retry budget; the attempt history is kept.
+_REQUEUED = """
+    SET status = 'queued', attempts = 0, result = NULL, last_error = NULL, worker_id = NULL,
+        lease_token = NULL, lease_expires_at = NULL, cancel_requested = false,
+        started_at = NULL, finished_at = NULL, run_at = now(), updated_at = now()
+"""
 
-
-_REQUEUE_VALUES: dict[str, Any] = {
-    "status": JobStatus.QUEUED.value,
-    "attempts": 0,
-    "result": None,
-    "last_error": None,
-    "worker_id": None,
-    "lease_token": None,
-    "lease_expires_at": None,
-    "cancel_requested": False,
-    "started_at": None,
-    "finished_at": None,
-}
+_REQUEUE = guarded(
+    REQUEUE,
+    f"""
+    UPDATE jobs {_REQUEUED}
+     WHERE id = :id AND status || '' = ANY(CAST(:from_states AS text[])) AND {OF_TENANT}
+    RETURNING {JOB_COLUMNS}
+    """,
+)
 
 
 def requeue(
     session: Session,
     job_id: uuid.UUID,
     tenant: str | None,
-    from_states: frozenset[JobStatus],
-) -> Job | None:
-    """Back to queued with a fresh retry budget; the attempt history is kept."""
-    return _transition(session, job_id, tenant, from_states, run_at=func.now(), **_REQUEUE_VALUES)
+    from_states: Collection[JobStatus],
+) -> JobRecord | None:
+    """Back to queued, if the job is in one of `from_states` (failed or cancelled)."""
+    row = session.execute(
+        _REQUEUE,
+        {"id": job_id, "tenant": tenant, "from_states": REQUEUE.bind_sources(from_states)},
+    ).first()
+    return None if row is None else _job(row)
+
+
+# A CTE, not a subquery: Postgres may run a LIMITed subquery of an UPDATE more than once, and
+# a CTE with FOR UPDATE runs exactly once. Each absent filter is a NULL parameter.
+_REQUEUE_MANY = guarded(
+    REQUEUE,
+    f"""
+    WITH chosen AS (
+        SELECT id FROM jobs
+         WHERE status = ANY(CAST(:from_states AS text[]))
+           AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)
+           AND (CAST(:queue AS text) IS NULL OR queue = :queue)
+           AND (CAST(:task AS text) IS NULL OR task = :task)
+           AND (CAST(:ids AS uuid[]) IS NULL OR id = ANY(CAST(:ids AS uuid[])))
+         ORDER BY finished_at LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs {_REQUEUED}
+     WHERE id IN (SELECT id FROM chosen) AND status = ANY(CAST(:from_states AS text[]))
+    RETURNING {JOB_COLUMNS}
+    """,
+)
 
 
 def requeue_many(
     session: Session, where: JobFilter, job_ids: list[uuid.UUID] | None, limit: int
-) -> Sequence[Job]:
-    """Requeue up to `limit` jobs matching the filter (and the ids, when given), oldest first."""
-    assert where.status is not None
-    chosen = _filtered(select(Job.id), where)
-    if job_ids is not None:
-        chosen = chosen.where(Job.id.in_(job_ids))
-    # A CTE, not a subquery: Postgres may run a LIMITed subquery of an UPDATE more than once,
-    # and a CTE with FOR UPDATE runs exactly once.
-    chosen_cte = (
-        chosen.order_by(Job.finished_at).limit(limit).with_for_update(skip_locked=True).cte()
-    )
-    return session.scalars(
-        update(Job)
-        .where(Job.id.in_(select(chosen_cte.c.id)), Job.status == where.status.value)
-        .values(updated_at=func.now(), run_at=func.now(), **_REQUEUE_VALUES)
-        .returning(Job)
+) -> list[JobRecord]:
+    """Requeue up to `limit` jobs in the filter's status (and of its ids, when given), oldest
+    finished first."""
+    if where.status is None:
+        raise ValueError("requeue_many needs the status to requeue from")
+    rows = session.execute(
+        _REQUEUE_MANY,
+        {
+            "from_states": REQUEUE.bind_sources({where.status}),
+            "tenant": where.tenant,
+            "queue": where.queue,
+            "task": where.task,
+            "ids": None if job_ids is None else [str(i) for i in job_ids],
+            "limit": limit,
+        },
     ).all()
+    return [_job(row) for row in rows]
 
 
 def delete_job(
@@ -268,13 +341,6 @@ def delete_job(
     return session.execute(statement.returning(Job.id)).first() is not None
 
 
-@dataclass(frozen=True)
-class QueueCounts:
-    queue: str
-    by_status: dict[str, int]
-    oldest_queued_at: datetime | None
-
-
 def queue_counts(session: Session) -> list[QueueCounts]:
     """Jobs per queue and status, and the oldest runnable queued job of each queue."""
     rows = session.execute(
@@ -285,13 +351,13 @@ def queue_counts(session: Session) -> list[QueueCounts]:
             func.min(Job.run_at).filter(Job.status == JobStatus.QUEUED.value),
         ).group_by(Job.queue, Job.status)
     ).all()
-    counts: dict[str, QueueCounts] = {}
-    for queue, status, count, oldest in rows:
-        entry = counts.setdefault(queue, QueueCounts(queue, {}, None))
-        entry.by_status[status] = count
-        if oldest is not None:
-            counts[queue] = QueueCounts(queue, entry.by_status, oldest)
-    return [counts[q] for q in sorted(counts)]
+    by_status: dict[str, dict[str, int]] = {}
+    oldest: dict[str, datetime] = {}
+    for queue, status, count, oldest_queued in rows:
+        by_status.setdefault(queue, {})[status] = count
+        if oldest_queued is not None:
+            oldest[queue] = oldest_queued
+    return [QueueCounts(q, by_status[q], oldest.get(q)) for q in sorted(by_status)]
 
 
 def database_now(session: Session) -> datetime:
@@ -305,11 +371,12 @@ def _count_by_queue(session: Session, status: JobStatus) -> dict[str, int]:
     return {str(queue): int(count) for queue, count in rows}
 
 
-def cheap_counts(session: Session) -> tuple[dict[str, int], dict[str, int], dict[str, datetime]]:
+def cheap_counts(session: Session) -> QueueGauges:
     """Per queue: running jobs and dead-lettered jobs, and the ready-since time of its oldest
     queued job. Every part reads a partial or leading-status index, never the finished jobs'
     history, so a scrape stays cheap however much history the table holds."""
-    processing = _count_by_queue(session, JobStatus.PROCESSING)
-    failed = _count_by_queue(session, JobStatus.FAILED)
-    oldest = oldest_queued_by_queue(session)
-    return processing, failed, oldest
+    return QueueGauges(
+        processing=_count_by_queue(session, JobStatus.PROCESSING),
+        failed=_count_by_queue(session, JobStatus.FAILED),
+        oldest_queued_at=oldest_queued_by_queue(session),
+    )

@@ -3,32 +3,53 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from app.domain.records import KeyRecord
 from app.store.models import ApiKey
 
 # Writing last_used_at on every request would turn each read into a write; once a minute is
 # enough to tell an operator which keys are alive.
 LAST_USED_RESOLUTION = text("interval '1 minute'")
 
+_KEY = (
+    ApiKey.id,
+    ApiKey.tenant,
+    ApiKey.name,
+    ApiKey.key_hash,
+    ApiKey.scopes,
+    ApiKey.created_at,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+)
+
+
+def _key(row: Row[Any]) -> KeyRecord:
+    (key_id, tenant, name, key_hash, scopes, created_at, last_used_at, revoked_at) = row
+    return KeyRecord(
+        key_id, tenant, name, key_hash, tuple(scopes), created_at, last_used_at, revoked_at
+    )
+
 
 def insert_key(
     session: Session, tenant: str, name: str, key_hash: str, scopes: list[str]
-) -> ApiKey:
-    row = ApiKey(tenant=tenant, name=name, key_hash=key_hash, scopes=scopes)
-    session.add(row)
-    session.flush()
-    session.refresh(row)
-    return row
+) -> KeyRecord:
+    row = session.execute(
+        insert(ApiKey)
+        .values(tenant=tenant, name=name, key_hash=key_hash, scopes=scopes)
+        .returning(*_KEY)
+    ).one()
+    return _key(row)
 
 
-def find_active_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalars(
-        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+def find_active_by_hash(session: Session, key_hash: str) -> KeyRecord | None:
+    row = session.execute(
+        select(*_KEY).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     ).one_or_none()
+    return None if row is None else _key(row)
 
 
 def touch(session: Session, key_id: uuid.UUID) -> None:
@@ -43,11 +64,11 @@ def touch(session: Session, key_id: uuid.UUID) -> None:
     )
 
 
-def list_keys(session: Session, tenant: str | None) -> Sequence[ApiKey]:
-    statement = select(ApiKey).order_by(ApiKey.created_at)
+def list_keys(session: Session, tenant: str | None) -> list[KeyRecord]:
+    statement = select(*_KEY).order_by(ApiKey.created_at)
     if tenant is not None:
         statement = statement.where(ApiKey.tenant == tenant)
-    return session.scalars(statement).all()
+    return [_key(row) for row in session.execute(statement)]
 
 
 def revoke(session: Session, key_id: uuid.UUID) -> bool:

@@ -4,41 +4,37 @@ and retention. Each reads a bounded batch through an index."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.domain.records import Ready, ReadyList
+from app.domain.states import JobStatus
+from app.store.transitions import PROMOTE, guarded
 
-@dataclass(frozen=True)
-class Ready:
-    id: uuid.UUID
-    queue: str
-    priority: int
-    tenant: str
+# SKIP LOCKED lets a second promoter (should the lock ever be lost) take other rows instead
+# of waiting.
+_PROMOTE = guarded(
+    PROMOTE,
+    """
+    WITH due AS (
+        SELECT id FROM jobs
+         WHERE status = 'scheduled' AND run_at <= now()
+         ORDER BY run_at LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs SET status = 'queued', updated_at = now()
+     WHERE id IN (SELECT id FROM due) AND status = 'scheduled'
+    RETURNING id, queue, priority, tenant, run_at
+    """,
+)
 
 
 def promote_due(session: Session, limit: int) -> list[Ready]:
-    """scheduled -> queued for jobs whose run_at has come, oldest first. SKIP LOCKED lets a
-    second promoter (should the lock ever be lost) take other rows instead of waiting."""
-    rows = session.execute(
-        text(
-            """
-            WITH due AS (
-                SELECT id FROM jobs
-                 WHERE status = 'scheduled' AND run_at <= now()
-                 ORDER BY run_at LIMIT :limit
-                   FOR UPDATE SKIP LOCKED
-            )
-            UPDATE jobs SET status = 'queued', updated_at = now()
-             WHERE id IN (SELECT id FROM due) AND status = 'scheduled'
-            RETURNING id, queue, priority, tenant, run_at
-            """
-        ),
-        {"limit": limit},
-    ).all()
+    """scheduled -> queued for jobs whose run_at has come, oldest first."""
+    rows = session.execute(_PROMOTE, {"limit": limit}).all()
     return [
         Ready(r.id, r.queue, r.priority, r.tenant) for r in sorted(rows, key=lambda r: r.run_at)
     ]
@@ -56,15 +52,6 @@ def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUI
         ).all()
     )
     return [job_id for job_id in job_ids if job_id not in live]
-
-
-@dataclass(frozen=True)
-class ReadyList:
-    """One ready list's place: the queue, tenant and priority of some queued jobs."""
-
-    queue: str
-    tenant: str
-    priority: int
 
 
 # The distinct (queue, tenant, priority) of queued jobs, by a loose index scan: one index probe
@@ -170,7 +157,7 @@ def iter_scheduled(session: Session, batch: int) -> Iterator[list[tuple[uuid.UUI
 
 
 def delete_finished(
-    session: Session, statuses: list[str], older_than_seconds: float, limit: int
+    session: Session, statuses: Collection[JobStatus], older_than_seconds: float, limit: int
 ) -> int:
     """Delete up to `limit` finished jobs (and, by cascade, their attempts) older than that."""
     result = session.execute(
@@ -186,6 +173,6 @@ def delete_finished(
             RETURNING id
             """
         ),
-        {"statuses": statuses, "age": older_than_seconds, "limit": limit},
+        {"statuses": sorted(s.value for s in statuses), "age": older_than_seconds, "limit": limit},
     )
     return len(result.all())
