@@ -67,9 +67,11 @@ def _verify(ctx: Context, digest: str) -> Principal:
         return Principal(row.id, row.tenant, frozenset(Scope(s) for s in row.scopes))
 
 
-def list_keys(ctx: Context, tenant: str | None = None) -> list[ApiKey]:
+def list_keys(
+    ctx: Context, tenant: str | None = None, include_revoked: bool = False
+) -> list[ApiKey]:
     with ctx.db.transaction() as session:
-        return list(key_store.list_keys(session, tenant))
+        return list(key_store.list_keys(session, tenant, include_revoked))
 
 
 def revoke_key(ctx: Context, key_id: uuid.UUID) -> None:

@@ -43,10 +43,12 @@ def touch(session: Session, key_id: uuid.UUID) -> None:
     )
 
 
-def list_keys(session: Session, tenant: str | None) -> Sequence[ApiKey]:
+def list_keys(session: Session, tenant: str | None, include_revoked: bool) -> Sequence[ApiKey]:
     statement = select(ApiKey).order_by(ApiKey.created_at)
     if tenant is not None:
         statement = statement.where(ApiKey.tenant == tenant)
+    if not include_revoked:
+        statement = statement.where(ApiKey.revoked_at.is_(None))
     return session.scalars(statement).all()
 
 
