@@ -10,16 +10,21 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
-from app.domain.errors import JobfleetError
+from app.domain.errors import JobfleetError, NotFound
 from app.domain.principal import Scope
 from app.logging import configure_logging
 from app.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from app.services.context import Context
 
 log = logging.getLogger("app.cli")
 
@@ -73,20 +78,44 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"created key {row.id} for tenant {row.tenant}, scopes {','.join(row.scopes)}")
             print("the key is shown once; keep it now:")
             print(plain)
-        elif args.keys_command == "list":
-            for key in auth.list_keys(ctx, args.tenant):
+            return 0
+        if args.keys_command == "list":
+            for key in auth.list_keys(ctx, args.tenant, include_revoked=args.all):
                 state = "revoked" if key.revoked_at else "active"
                 used = key.last_used_at.isoformat() if key.last_used_at else "never"
                 print(
                     f"{key.id}  {key.tenant}  {','.join(key.scopes)}  {key.name or '-'}  "
                     f"{state}  created {key.created_at.isoformat()}  last used {used}"
                 )
-        else:
-            auth.revoke_key(ctx, uuid.UUID(args.key_id))
-            print(f"revoked {args.key_id}")
+            return 0
+        return _revoke_keys(ctx, args.key_ids)
     finally:
         ctx.close()
-    return 0
+
+
+def _revoke_keys(ctx: Context, key_ids: list[uuid.UUID]) -> int:
+    """Revoke each key; like `rm a b`, one that cannot be revoked is reported, not the end."""
+    from app.services import auth
+
+    status = 0
+    for key_id in key_ids:
+        try:
+            auth.revoke_key(ctx, key_id)
+        except NotFound as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"revoked {key_id}")
+    return status
+
+
+def _key_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a key id: `keys list` shows them (a UUID)"
+        ) from None
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -110,7 +139,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
-    import signal
     import socket
     import threading
 
@@ -153,20 +181,33 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=summary, add_help=False)
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="create a key; it is printed once")
-    create.add_argument("--tenant", required=True)
+    create = key_commands.add_parser(
+        "create", help="create a key; it is printed once, alone on the last line"
+    )
+    create.add_argument(
+        "--tenant", required=True, help="the tenant whose jobs the key sees and acts on"
+    )
     create.add_argument(
         "--scope",
         action="append",
         required=True,
         choices=[scope.value for scope in Scope],
-        help="repeat for several scopes",
+        help="what the key may do; repeat for several scopes",
     )
-    create.add_argument("--name", default="")
-    listing = key_commands.add_parser("list", help="list keys (never the keys themselves)")
-    listing.add_argument("--tenant")
-    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id")
+    create.add_argument("--name", default="", help="a label that `keys list` shows")
+    listing = key_commands.add_parser(
+        "list", help="list active keys, oldest first (never the keys themselves)"
+    )
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    revoke = key_commands.add_parser("revoke", help="revoke keys by their ids")
+    revoke.add_argument(
+        "key_ids",
+        nargs="+",
+        type=_key_id,
+        metavar="KEY_ID",
+        help="the id of a key, as `keys list` shows it; several may be given",
+    )
     return parser
 
 
@@ -199,6 +240,21 @@ def _load_tool(name: str) -> ToolMain | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            # Inside the try, so that output a closed pipe refuses fails here, not at exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`keys list | head`): stop quietly with the status of a program
+        # that SIGPIPE ended. Python flushes stdout once more at exit; devnull takes that.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)  # the rest is a tool's own arguments
     tool: ToolMain | None = None

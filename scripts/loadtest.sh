@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# Load-test a running Jobfleet with k6 (from requirements-dev.txt, in .venv).
-#
-#   ./scripts/loadtest.sh smoke|load|spike|soak [extra k6 run arguments]
-#
-# Start the API first (./scripts/dev.sh in another terminal). Environment:
-#   BASE_URL        the API (default http://127.0.0.1:8000)
-#   JOBFLEET_KEY    an API key with the producer scope (default: the demo key in .local/demo-key)
-#   SUMMARY_EXPORT  where k6 writes its JSON summary (default .local/loadtest/<profile>.json)
-# k6 runs from the repository root: relative paths in extra k6 arguments are taken from there.
-#   DURATION, SCALE, TASK, QUEUE, THINK_TIME, ...  tune the profile: see tests/load/common.js
-# The exit status is k6's: 0 when every threshold held, 99 when one was crossed.
+# Load-test a running Jobfleet with k6 (from requirements-dev.txt, in .venv): see print_help
+# below, or run ./scripts/loadtest.sh --help.
 set -euo pipefail
 caller_dir="$PWD"
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 usage() {
-    printf 'usage: %s smoke|load|spike|soak [extra k6 run arguments]\n' "$0" >&2
+    printf 'usage: %s smoke|load|spike|soak [extra k6 run arguments]\n' "$0"
+}
+
+print_help() {
+    usage
+    cat <<'EOF'
+
+Load-test a running Jobfleet with k6: start the API first (./scripts/dev.sh in another terminal).
+
+Environment:
+  BASE_URL        the API (default http://127.0.0.1:8000)
+  JOBFLEET_KEY    an API key with the producer scope (default: the demo key in .local/demo-key)
+  SUMMARY_EXPORT  where k6 writes its JSON summary (default .local/loadtest/<profile>.json)
+  DURATION, SCALE, TASK, QUEUE, THINK_TIME, ...  tune the profile: see tests/load/common.js
+
+k6 runs from the repository root: relative paths in extra k6 arguments are taken from there.
+The exit status is k6's: 0 when every threshold held, 99 when one was crossed.
+EOF
+}
+
+usage_error() {
+    printf 'error: %s\n' "$*" >&2
+    usage >&2
     exit 2
 }
 
-(($# >= 1)) || usage
+(($# >= 1)) || usage_error "name a profile"
 profile="$1"
 shift
 case "$profile" in
     smoke | load | spike | soak) ;;
-    -h | --help) usage ;;
-    *) printf 'error: unknown profile %q\n' "$profile" >&2 && usage ;;
+    -h | --help) print_help && exit 0 ;;
+    *) usage_error "unknown profile $(printf '%q' "$profile")" ;;
 esac
 
 jf_ensure_venv

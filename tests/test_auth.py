@@ -110,27 +110,72 @@ def test_keys_cli_creates_lists_and_revokes(
 ) -> None:
     created = run_cli(settings, "keys", "create", "--tenant", "cli-co", "--scope", "producer")
     assert created.returncode == 0, created.stderr
-    key = created.stdout.strip().splitlines()[-1]
+    lines = created.stdout.splitlines()
+    # The id on the first line, for a script to revoke the key it made; the key alone, last.
+    assert lines[0].startswith("created key ")
+    key_id, key = lines[0].split()[2], lines[-1]
+    uuid.UUID(key_id)
     assert key.startswith("jf_")
     assert client.get("/jobs", headers=bearer(key)).status_code == 200
 
     listed = run_cli(settings, "keys", "list", "--tenant", "cli-co")
     assert listed.returncode == 0
-    assert "cli-co" in listed.stdout and "active" in listed.stdout
+    assert listed.stdout.split()[:5] == [key_id, "cli-co", "producer", "-", "active"]
     assert key not in listed.stdout
-    key_id = listed.stdout.split()[0]
-    uuid.UUID(key_id)
 
     revoked = run_cli(settings, "keys", "revoke", key_id)
-    assert revoked.returncode == 0, revoked.stderr
+    assert (revoked.returncode, revoked.stdout) == (0, f"revoked {key_id}\n"), revoked.stderr
     wait_until(
         lambda: client.get("/jobs", headers=bearer(key)).status_code == 401,
         timeout=KEY_CACHE_SECONDS + 5,
         interval=0.2,
     )
-    assert "revoked" in run_cli(settings, "keys", "list", "--tenant", "cli-co").stdout
     again = run_cli(settings, "keys", "revoke", key_id)
-    assert again.returncode != 0
+    assert again.returncode == 1
+    assert again.stderr == f"error: no active API key with id {key_id}\n"
+
+
+def test_keys_list_shows_active_keys_unless_all(settings: Settings, ctx: Context) -> None:
+    gone, _ = auth.create_key(ctx, "acme", [auth.Scope.PRODUCER])
+    kept, _ = auth.create_key(ctx, "acme", [auth.Scope.WORKER], "w1")
+    other, _ = auth.create_key(ctx, "globex", [auth.Scope.ADMIN])
+    auth.revoke_key(ctx, gone.id)
+
+    acme = run_cli(settings, "keys", "list", "--tenant", "acme")
+    assert acme.returncode == 0, acme.stderr
+    assert [line.split()[0] for line in acme.stdout.splitlines()] == [str(kept.id)]
+    everything = run_cli(settings, "keys", "list", "--all")
+    assert everything.returncode == 0, everything.stderr
+    assert [line.split()[:5] for line in everything.stdout.splitlines()] == [
+        [str(gone.id), "acme", "producer", "-", "revoked"],
+        [str(kept.id), "acme", "worker", "w1", "active"],
+        [str(other.id), "globex", "admin", "-", "active"],
+    ]
+
+
+def test_keys_revoke_takes_several_ids_and_reports_each_it_cannot_revoke(
+    settings: Settings, ctx: Context
+) -> None:
+    first, _ = auth.create_key(ctx, "acme", [auth.Scope.PRODUCER])
+    second, _ = auth.create_key(ctx, "acme", [auth.Scope.WORKER])
+    unknown = uuid.uuid4()
+
+    revoked = run_cli(settings, "keys", "revoke", str(first.id), str(unknown), str(second.id))
+    # Like `rm a b c`: what can be revoked is, each failure is said, and the status tells.
+    assert revoked.returncode == 1
+    assert revoked.stdout == f"revoked {first.id}\nrevoked {second.id}\n"
+    assert revoked.stderr == f"error: no active API key with id {unknown}\n"
+    assert auth.list_keys(ctx) == []
+    assert len(auth.list_keys(ctx, include_revoked=True)) == 2
+
+
+def test_keys_cli_refuses_what_is_not_a_key_id(settings: Settings) -> None:
+    for args in (["revoke"], ["revoke", "not-a-uuid"]):
+        refused = run_cli(settings, "keys", *args)
+        assert refused.returncode == 2, args
+        assert refused.stderr.startswith("usage: python -m app keys revoke"), refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert "'not-a-uuid' is not a key id" in refused.stderr
 
 
 def test_keys_cli_creates_a_metrics_key(

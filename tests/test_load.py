@@ -47,6 +47,24 @@ def loadtest(profile: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_help_exits_0_and_usage_errors_exit_2() -> None:
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(LOADTEST), *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    for flag in ("--help", "-h"):
+        helped = script(flag)
+        assert helped.returncode == 0, flag
+        assert helped.stdout.startswith("usage: ") and "JOBFLEET_KEY" in helped.stdout
+        assert helped.stderr == ""
+    for args, error in (((), "name a profile"), (("smok",), "unknown profile smok")):
+        refused = script(*args)
+        assert refused.returncode == 2, args
+        assert refused.stdout == ""
+        assert refused.stderr.startswith(f"error: {error}\nusage: "), refused.stderr
+
+
 def crossed(metric: dict[str, Any]) -> dict[str, bool]:
     """A metric's thresholds in k6's exported summary, each true when it was crossed."""
     return dict(metric["thresholds"])

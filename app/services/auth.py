@@ -67,9 +67,11 @@ def _verify(ctx: Context, digest: str) -> Principal:
         return Principal(row.id, row.tenant, frozenset(Scope(s) for s in row.scopes))
 
 
-def list_keys(ctx: Context, tenant: str | None = None) -> list[KeyRecord]:
+def list_keys(
+    ctx: Context, tenant: str | None = None, include_revoked: bool = False
+) -> list[KeyRecord]:
     with ctx.db.transaction() as session:
-        return key_store.list_keys(session, tenant)
+        return key_store.list_keys(session, tenant, include_revoked)
 
 
 def revoke_key(ctx: Context, key_id: uuid.UUID) -> None:

@@ -64,10 +64,12 @@ def touch(session: Session, key_id: uuid.UUID) -> None:
     )
 
 
-def list_keys(session: Session, tenant: str | None) -> list[KeyRecord]:
+def list_keys(session: Session, tenant: str | None, include_revoked: bool) -> list[KeyRecord]:
     statement = select(*_KEY).order_by(ApiKey.created_at)
     if tenant is not None:
         statement = statement.where(ApiKey.tenant == tenant)
+    if not include_revoked:
+        statement = statement.where(ApiKey.revoked_at.is_(None))
     return [_key(row) for row in session.execute(statement)]
 
 
