@@ -17,10 +17,9 @@ from typing import Any
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import fleet
 from app.logging import configure_logging, log_context
 from app.runtime import freeze_startup_objects
-from app.services import execution
+from app.services import execution, fleet_state
 from app.services.context import Context
 from app.settings import Settings
 from app.workers.loop import Counters, JobLoop, Slot
@@ -123,7 +122,7 @@ class WorkerProcess:
 
     def _refresh_paused(self) -> None:
         try:
-            paused = fleet.paused_queues(self.ctx.redis.client, self.ctx.keys)
+            paused = fleet_state.paused_queues(self.ctx)
         except redis.RedisError:
             return
         for loop in self.loops:
@@ -159,12 +158,8 @@ class WorkerProcess:
             "seen_at": datetime.now(UTC).isoformat(),
         }
         try:
-            fleet.write_heartbeat(
-                self.ctx.redis.client,
-                self.ctx.keys,
-                self.spec.worker_id,
-                state,
-                self.spec.settings.heartbeat_ttl_seconds,
+            fleet_state.beat(
+                self.ctx, self.spec.worker_id, state, self.spec.settings.heartbeat_ttl_seconds
             )
         except redis.RedisError as exc:
             log.warning("heartbeat failed", extra={"error": str(exc)})
@@ -180,7 +175,7 @@ class WorkerProcess:
 
     def _goodbye(self) -> None:
         with contextlib.suppress(redis.RedisError):  # else the key expires by itself
-            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, self.spec.worker_id)
+            fleet_state.sign_off(self.ctx, self.spec.worker_id)
         log.info("worker stopped", extra={"action": "worker_stopped"})
         self.ctx.close()
 
