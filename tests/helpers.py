@@ -89,7 +89,8 @@ class LiveAPI:
 
 
 class LiveFleet:
-    """A real `python -m app worker` (WorkerManager and its spawned worker processes)."""
+    """A real `python -m app worker` (WorkerManager and its spawned worker processes);
+    `burst`: with --burst, it exits by itself once its queues have no work left."""
 
     def __init__(
         self,
@@ -98,12 +99,14 @@ class LiveFleet:
         threads: int = 2,
         queues: str = "default",
         host: str | None = None,
+        burst: bool = False,
         **overrides: str,
     ) -> None:
         import uuid
 
         self.host = host or f"test-{uuid.uuid4().hex[:8]}"
         fast = {
+            "TASK_MODULES": "tests.fleet_tasks",
             "HEARTBEAT_INTERVAL_SECONDS": "0.5",
             "HEARTBEAT_TTL_SECONDS": "5",
             "FLEET_METRICS_PORT": "0",
@@ -111,13 +114,13 @@ class LiveFleet:
         env = settings_env(
             settings,
             FLEET_HOST=self.host,
-            TASK_MODULES="tests.fleet_tasks",
             **{**fast, **overrides},
         )
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "app", "worker",
                 "--processes", str(processes), "--threads", str(threads), "--queues", queues,
+                *(["--burst"] if burst else []),
             ],
             cwd=ROOT,
             env=env,
