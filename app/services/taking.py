@@ -13,7 +13,7 @@ from app.services.context import Context
 from app.store.claims import Claimed
 
 # The records a job loop handles: ids taken from one list, and the jobs it claimed.
-__all__ = ["Claimed", "Taken", "hand_back", "take", "wait"]
+__all__ = ["Claimed", "Taken", "hand_back", "take", "wait", "wake"]
 
 
 def take(ctx: Context, queues: list[str], count: int) -> Taken | None:
@@ -21,9 +21,15 @@ def take(ctx: Context, queues: list[str], count: int) -> Taken | None:
     return ready.take_any(ctx.redis.client, ctx.keys, queues, count)
 
 
-def wait(ctx: Context, queues: list[str], timeout: float) -> bool:
-    """Block until a push to one of `queues` or `timeout` seconds; True if a push came."""
-    return ready.wait(ctx.redis.client, ctx.keys, queues, timeout)
+def wait(ctx: Context, queues: list[str], timeout: float, worker_id: str) -> bool:
+    """Block until a push to one of `queues`, a `wake` of `worker_id`, or `timeout` seconds;
+    False when the time ran out."""
+    return ready.wait(ctx.redis.client, ctx.keys, queues, timeout, worker_id)
+
+
+def wake(ctx: Context, worker_id: str, loops: int) -> None:
+    """End at once the waits of the job loops of `worker_id`, which is stopping."""
+    ready.wake(ctx.redis.client, ctx.keys, worker_id, loops)
 
 
 def hand_back(ctx: Context, taken: Taken) -> None:

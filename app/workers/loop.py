@@ -157,7 +157,8 @@ class JobLoop:
         count = self.batch_size()
         taken = taking.take(self.ctx, served, count)
         if taken is None:
-            if not taking.wait(self.ctx, served, POP_TIMEOUT) or self.stopping.is_set():
+            woken = taking.wait(self.ctx, served, POP_TIMEOUT, self.worker_id)
+            if not woken or self.stopping.is_set():
                 return None
             taken = taking.take(self.ctx, served, count)
             if taken is None:

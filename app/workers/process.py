@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.logging import configure_logging, log_context
 from app.runtime import freeze_startup_objects
-from app.services import execution, fleet_state
+from app.services import execution, fleet_state, taking
 from app.services.context import Context
 from app.settings import Settings
 from app.workers.loop import Counters, JobLoop, Slot
@@ -93,12 +93,16 @@ class WorkerProcess:
         next_beat = 0.0
         next_paused = 0.0
         parent = os.getppid()
+        woken = False
         while any(thread.is_alive() for thread in threads):
             now = time.monotonic()
             if os.getppid() != parent and not self.stopping.is_set():
                 # The manager is gone (killed): nobody would supervise us; finish and leave.
                 log.warning("manager gone: stopping", extra={"action": "worker_orphaned"})
                 self.stopping.set()
+            if self.stopping.is_set() and not woken:
+                woken = True
+                self._wake_idle_loops()
             self._enforce_soft_timeouts()
             if now >= next_beat:
                 self._beat()
@@ -107,6 +111,11 @@ class WorkerProcess:
                 self._refresh_paused()
                 next_paused = now + PAUSED_REFRESH
             time.sleep(WATCHDOG_TICK)
+
+    def _wake_idle_loops(self) -> None:
+        """Loops waiting for work stop now rather than at the end of their wait."""
+        with contextlib.suppress(redis.RedisError):  # else they stop within POP_TIMEOUT
+            taking.wake(self.ctx, self.spec.worker_id, len(self.slots))
 
     def _enforce_soft_timeouts(self) -> None:
         now = time.time()
