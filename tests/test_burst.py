@@ -10,7 +10,7 @@ import sys
 
 from sqlalchemy import text
 
-from app.services import fleet
+from app.services import drain, execution, fleet
 from app.services.context import Context
 from app.settings import Settings
 from tests.fleet_support import (
@@ -30,6 +30,34 @@ def runs_per_job(ctx: Context) -> dict[str, int]:
     os.environ["KEY_PREFIX"] = ctx.settings.key_prefix
     raw = ctx.redis.client.hgetall(side_effect_key())
     return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def sql(ctx: Context, statement: str, **params: str) -> None:
+    with ctx.db.transaction() as session:
+        session.execute(text(statement), params)
+
+
+def test_work_left_is_what_is_queued_running_due_or_retrying(ctx: Context) -> None:
+    kinds = ["queued", "running", "due", "retrying", "later", "done", "paused"]
+    jobs = {kind: submit(ctx, task="noop", queue=kind) for kind in kinds}
+    execution.claim(ctx, [jobs["running"]], "host:1:1")
+    for kind in ("due", "retrying", "later"):
+        sql(ctx, "UPDATE jobs SET status = 'scheduled' WHERE id = :id", id=jobs[kind])
+    sql(ctx, "UPDATE jobs SET run_at = now() - interval '1 s' WHERE id = :id", id=jobs["due"])
+    # A retry in its backoff: scheduled after an attempt, due in an hour.
+    sql(
+        ctx,
+        "UPDATE jobs SET attempts = 1, run_at = now() + interval '1 hour' WHERE id = :id",
+        id=jobs["retrying"],
+    )
+    sql(ctx, "UPDATE jobs SET run_at = now() + interval '1 hour' WHERE id = :id", id=jobs["later"])
+    sql(ctx, "UPDATE jobs SET status = 'completed' WHERE id = :id", id=jobs["done"])
+    fleet.pause(ctx, "paused")
+
+    backlog = drain.backlog(ctx, [*kinds, "unknown"])
+    assert sorted(backlog.busy) == ["due", "queued", "retrying", "running"]
+    assert backlog.paused == ["paused"] and not backlog.drained
+    assert drain.backlog(ctx, ["later", "done", "paused"]).drained
 
 
 def test_a_burst_run_completes_every_ready_job_then_exits_zero(
