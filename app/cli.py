@@ -119,6 +119,10 @@ def _key_id(value: str) -> uuid.UUID:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    processes = settings.worker_processes if args.processes is None else args.processes
+    if args.burst and processes < 1:
+        print("error: a burst run needs at least one worker process", file=sys.stderr)
+        return 2
     from app.metrics import prepare_multiprocess_dir
 
     # Before any metric exists: the manager and its children count into this directory.
@@ -130,10 +134,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     manager = WorkerManager(
         settings,
         host=default_host(settings),
-        processes=settings.worker_processes if args.processes is None else args.processes,
+        processes=processes,
         threads=args.threads or settings.worker_threads,
         queues=queues or settings.queues,
         stop_with_parent=args.stop_with_parent,
+        burst=args.burst,
     )
     return manager.run()
 
@@ -171,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
         "--stop-with-parent",
         action="store_true",
         help="stop the fleet when the process that started it exits, however it ended",
+    )
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        help="run until the queues have no work left (retries included), then exit 0",
     )
     commands.add_parser(
         "maintenance",

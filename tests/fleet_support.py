@@ -1,5 +1,6 @@
 """Shared pieces of the fleet tests: submitting through the service, reading job rows and
-heartbeats. (The `start_fleet` fixture is in conftest.py.)"""
+heartbeats, real fleets run until their queues are drained (burst runs). (The `start_fleet`
+fixture is in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from app.domain.schemas import JobCreate
 from app.services import jobs
 from app.services.auth import Principal, Scope
 from app.services.context import Context
+from app.settings import Settings
+from tests.helpers import LiveFleet
 
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
+# Retries come due at once (a backoff of at most 1 ms) and are queued within 20 ms: a test
+# drives retries through their policy without waiting out real backoff.
+FAST_RETRIES = {"RETRY_BASE": "1.5", "RETRY_CAP": "0.001", "PROMOTE_INTERVAL_SECONDS": "0.02"}
 
 
 def submit(ctx: Context, task: str = "count", **fields: Any) -> str:
@@ -49,3 +55,14 @@ def all_done(ctx: Context, total: int, done: tuple[str, ...] = ("completed",)) -
 def workers_of(ctx: Context, host: str) -> list[dict[str, Any]]:
     beats = dispatch_fleet.read_heartbeats(ctx.redis.client, ctx.keys)
     return [b for b in beats if b.get("host") == host and b.get("kind") == "worker"]
+
+
+def burst(
+    settings: Settings, processes: int = 1, threads: int = 2, timeout: float = 60, **options: Any
+) -> int:
+    """Run a real `python -m app worker --burst` to its end; its exit status."""
+    fleet = LiveFleet(settings, processes, threads, burst=True, **options)
+    try:
+        return fleet.process.wait(timeout=timeout)
+    finally:
+        fleet.stop()

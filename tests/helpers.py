@@ -67,7 +67,8 @@ class LiveAPI:
 
 
 class LiveFleet:
-    """A real `python -m app worker` (WorkerManager and its spawned worker processes)."""
+    """A real `python -m app worker` (WorkerManager and its spawned worker processes);
+    `burst`: with --burst, it exits by itself once its queues have no work left."""
 
     def __init__(
         self,
@@ -76,17 +77,17 @@ class LiveFleet:
         threads: int = 2,
         queues: str = "default",
         host: str | None = None,
+        burst: bool = False,
         **overrides: str,
     ) -> None:
         self.host = host or f"test-{uuid.uuid4().hex[:8]}"
         env = settings_env(
             settings,
             FLEET_HOST=self.host,
-            TASK_MODULES="tests.fleet_tasks",
-            **{"FLEET_METRICS_PORT": "0", **overrides},
+            **{"TASK_MODULES": "tests.fleet_tasks", "FLEET_METRICS_PORT": "0", **overrides},
         )
         args = ["worker", "--processes", str(processes), "--threads", str(threads),
-                "--queues", queues]  # fmt: skip
+                "--queues", queues, *(["--burst"] if burst else [])]  # fmt: skip
         self.process = start_app(args, env)
 
     def stop(self, timeout: float = 60) -> int:

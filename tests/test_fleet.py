@@ -1,5 +1,6 @@
 """The worker fleet with real processes: throughput, order, exactly-once, supervision,
-scaling, graceful shutdown, pause, timeouts."""
+scaling, graceful shutdown, pause, timeouts. Tests whose jobs are all submitted up front run
+the fleet in burst mode, to its end."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import signal
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from app.dispatch.push import Announcement, announce
 from app.services.context import Context
+from app.settings import Settings
 from tests.fleet_support import (
+    FAST_RETRIES,
     all_done,
     attempts,
+    burst,
     job_row,
     statuses,
     submit,
@@ -33,16 +38,14 @@ def side_effect_key_for(ctx: Context) -> str:
     return side_effect_key()
 
 
-def test_500_jobs_over_three_queues_complete_exactly_once(ctx: Context, start_fleet: Any) -> None:
+def test_500_jobs_over_three_queues_complete_exactly_once(settings: Settings, ctx: Context) -> None:
     queues = ["emails", "reports", "default"]
     ids = [submit(ctx, queue=queues[i % 3], priority=i % 10) for i in range(500)]
-    start_fleet(processes=2, threads=2, queues=",".join(queues))
-    wait_until(lambda: all_done(ctx, 500), timeout=120, interval=0.2)
+    assert burst(settings, processes=2, threads=2, timeout=120, queues=",".join(queues)) == 0
+    assert all_done(ctx, 500)
     runs = runs_per_job(ctx)
     assert set(runs) == set(ids)
     assert set(runs.values()) == {1}
-    from sqlalchemy import text
-
     with ctx.db.transaction() as session:
         per_job = session.execute(
             text(
@@ -53,11 +56,11 @@ def test_500_jobs_over_three_queues_complete_exactly_once(ctx: Context, start_fl
     assert tuple(per_job) == (500, 500, 1, 1)
 
 
-def test_higher_priority_first_and_fifo_within_a_priority(ctx: Context, start_fleet: Any) -> None:
+def test_higher_priority_first_and_fifo_within_a_priority(settings: Settings, ctx: Context) -> None:
     plan = [0, 5, 9, 5, 0, 9, 3, 9, 0]
     ids = [submit(ctx, task="noop", priority=p) for p in plan]
-    start_fleet(processes=1, threads=1)
-    wait_until(lambda: all_done(ctx, len(plan)), timeout=60)
+    assert burst(settings, processes=1, threads=1) == 0
+    assert all_done(ctx, len(plan))
     order = sorted(ids, key=lambda i: job_row(ctx, i).started_at)
     expected = [ids[i] for i in sorted(range(len(plan)), key=lambda i: (-plan[i], i))]
     assert order == expected
@@ -81,7 +84,8 @@ def test_a_duplicate_id_in_redis_runs_the_job_once(ctx: Context, start_fleet: An
 def test_sigkill_of_a_busy_child_is_replaced_and_its_job_rerun(
     ctx: Context, start_fleet: Any
 ) -> None:
-    fleet = start_fleet(processes=2, threads=1)
+    # The lost attempt's retry comes due at once: no real backoff to wait out.
+    fleet = start_fleet(processes=2, threads=1, **FAST_RETRIES)
     victim_job = submit(ctx, payload={"first_run_seconds": 60})
     busy = wait_until(
         lambda: [w for w in workers_of(ctx, fleet.host) if victim_job in w["current_jobs"]],
@@ -196,12 +200,12 @@ def test_soft_and_hard_timeouts_fail_the_job_with_timeout(ctx: Context, start_fl
 
 
 def test_unknown_tasks_and_unserialisable_results_fail_at_once(
-    ctx: Context, start_fleet: Any
+    settings: Settings, ctx: Context
 ) -> None:
-    start_fleet(processes=1, threads=1)
     unknown = submit(ctx, task="no_such_task", max_retries=5)
     bad_result = submit(ctx, task="not_json")
-    wait_until(lambda: all_done(ctx, 2, done=("failed",)), timeout=30)
+    assert burst(settings, processes=1, threads=1) == 0
+    assert all_done(ctx, 2, done=("failed",))
     assert job_row(ctx, unknown).attempts == 1
     assert "no task named 'no_such_task'" in job_row(ctx, unknown).last_error
     assert "not JSON-serialisable" in job_row(ctx, bad_result).last_error

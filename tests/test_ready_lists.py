@@ -121,6 +121,29 @@ def test_a_push_wakes_a_waiter_and_an_empty_take_silences_old_bells(ctx: Context
     assert ready.wait(client, keys, ["q"], 0.05) is False
 
 
+def test_a_wake_ends_the_waits_of_that_worker_only(ctx: Context) -> None:
+    client, keys = ctx.redis.client, ctx.keys
+    woke: list[tuple[str, bool]] = []
+
+    def wait(worker_id: str, timeout: float) -> None:
+        woke.append((worker_id, ready.wait(client, keys, ["q"], timeout, worker_id)))
+
+    waiters = [threading.Thread(target=wait, args=("w1", 10)) for _ in range(2)]
+    waiters.append(threading.Thread(target=wait, args=("w2", 0.2)))
+    for waiter in waiters:
+        waiter.start()
+    began = time.monotonic()
+    # Whether the waits began before the wake or after, the tokens end them.
+    ready.wake(client, keys, "w1", 2)
+    for waiter in waiters:
+        waiter.join(10)
+    assert sorted(woke) == [("w1", True), ("w1", True), ("w2", False)]
+    assert time.monotonic() - began < 5
+    # Tokens no loop takes (it was busy, not waiting) expire.
+    ready.wake(client, keys, "w3", 2)
+    assert 0 < client.ttl(keys.wake("w3")) <= ready.WAKE_TTL
+
+
 def test_a_ring_entry_without_ids_is_dropped_by_the_next_take(ctx: Context) -> None:
     client, keys = ctx.redis.client, ctx.keys
     # A blocking pop of a tenant's list may empty it before its ring is settled.

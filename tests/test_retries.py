@@ -1,4 +1,5 @@
-"""Retries, the dead-letter queue, scheduling and cancellation, with a real fleet."""
+"""Retries, the dead-letter queue, scheduling and cancellation, with a real fleet: burst runs
+that end once retries are done, or a fleet whose retries come due at once (FAST_RETRIES)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from app.services.context import Context
-from tests.fleet_support import all_done, attempts, job_row, submit, workers_of
+from app.settings import Settings
+from tests.fleet_support import FAST_RETRIES, all_done, attempts, burst, job_row, submit
 from tests.helpers import wait_until
 
-FAST_RETRIES = {"RETRY_BASE": "1.5", "RETRY_CAP": "0.3", "PROMOTE_INTERVAL_SECONDS": "0.1"}
 
-
-def test_flaky_task_succeeds_on_its_third_attempt(ctx: Context, start_fleet: Any) -> None:
-    start_fleet(processes=1, threads=2, **FAST_RETRIES)
+def test_flaky_task_succeeds_on_its_third_attempt(settings: Settings, ctx: Context) -> None:
     job_id = submit(ctx, task="flaky", payload={"failures": 2}, max_retries=3)
-    wait_until(lambda: job_row(ctx, job_id).status == "completed", timeout=30)
+    assert burst(settings, **FAST_RETRIES) == 0
     row = job_row(ctx, job_id)
     assert row.attempts == 3 and row.result == {"attempt": 3}
     history = attempts(ctx, job_id)
@@ -65,16 +64,14 @@ def test_exhausted_jobs_land_in_the_dlq_and_replay_runs_them_again(
 
 
 def test_replay_many_is_bounded_and_filtered(
-    ctx: Context, start_fleet: Any, client: TestClient, producer: dict[str, str], make_key: Any
+    settings: Settings, ctx: Context, client: TestClient, producer: dict[str, str]
 ) -> None:
-    fleet = start_fleet(processes=1, threads=2, queues="mail,other")
     mail = [submit(ctx, task="fail", queue="mail", max_retries=0) for _ in range(4)]
     other = submit(ctx, task="fail", queue="other", max_retries=0)
-    wait_until(lambda: all_done(ctx, 5, done=("failed",)), timeout=30)
-    admin = {"Authorization": f"Bearer {make_key('ops', 'admin')}"}
-    assert client.post("/queues/mail/pause", headers=admin).status_code == 200
-    wait_until(lambda: all("mail" in w["paused_queues"] for w in workers_of(ctx, fleet.host)))
+    assert burst(settings, queues="mail,other") == 0
+    assert all_done(ctx, 5, done=("failed",))
 
+    # No fleet runs any more: what a replay queues stays queued for the test to see.
     bounded = client.post("/dlq/replay", json={"queue": "mail", "limit": 2}, headers=producer)
     assert bounded.json()["replayed"] == 2
     assert sorted(job_row(ctx, j).status for j in mail) == ["failed", "failed", "queued", "queued"]
@@ -90,10 +87,10 @@ def test_scheduled_jobs_start_within_a_second_of_run_at(ctx: Context, start_flee
     start_fleet(processes=1, threads=2)
     start = datetime.now(UTC)
     planned = {
-        submit(ctx, task="noop", run_at=(start + timedelta(seconds=1 + i * 0.25)).isoformat()): i
+        submit(ctx, task="noop", run_at=(start + timedelta(seconds=0.5 + i * 0.1)).isoformat()): i
         for i in range(8)
     }
-    delayed = submit(ctx, task="noop", delay_seconds=1.5)
+    delayed = submit(ctx, task="noop", delay_seconds=0.8)
     for job_id in planned:
         assert job_row(ctx, job_id).status == "scheduled"
     wait_until(lambda: all_done(ctx, 9), timeout=30)

@@ -1,4 +1,4 @@
-"""Built-in tasks run by a real fleet: http against a local server, flaky, echo."""
+"""Built-in tasks run by a real fleet (burst runs): http against a local server, flaky, echo."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from app.services.context import Context
-from tests.fleet_support import all_done, attempts, job_row, submit
-from tests.helpers import free_port, wait_until
+from app.settings import Settings
+from tests.fleet_support import attempts, burst, job_row, statuses, submit
+from tests.helpers import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -46,7 +47,7 @@ def webhook_server() -> Iterator[str]:
 
 
 def test_http_task_covers_success_server_error_and_unreachable(
-    ctx: Context, start_fleet: Any, webhook_server: str
+    settings: Settings, ctx: Context, webhook_server: str
 ) -> None:
     # The fleet's settings allow the local server by name, not by address.
     local = webhook_server.replace("127.0.0.1", "localhost")
@@ -61,8 +62,8 @@ def test_http_task_covers_success_server_error_and_unreachable(
     error = call(f"{local}/down")
     unreachable = call(f"http://localhost:{free_port()}/x")
     refused = call(f"{webhook_server}/refused", max_retries=3)
-    start_fleet(processes=1, threads=2, HTTP_TASK_ALLOW="localhost")
-    wait_until(lambda: all_done(ctx, 4, done=("completed", "failed")), timeout=60)
+    assert burst(settings, threads=2, HTTP_TASK_ALLOW="localhost") == 0
+    assert statuses(ctx) == {"completed": 1, "failed": 3}
 
     assert job_row(ctx, ok).status == "completed"
     assert job_row(ctx, ok).result == {"status": 200, "body": {"seen": {"order": 7}}}
@@ -79,10 +80,10 @@ def test_http_task_covers_success_server_error_and_unreachable(
     assert "/refused" not in [r["path"] for r in _Handler.received]
 
 
-def test_echo_and_flaky_record_results_and_errors(ctx: Context, start_fleet: Any) -> None:
+def test_echo_and_flaky_record_results_and_errors(settings: Settings, ctx: Context) -> None:
     echo = submit(ctx, task="echo", payload={"hello": ["world"]})
     flaky = submit(ctx, task="flaky", payload={"failures": 0})
-    start_fleet(processes=1, threads=1)
-    wait_until(lambda: all_done(ctx, 2), timeout=60)
+    assert burst(settings, threads=1) == 0
+    assert statuses(ctx) == {"completed": 2}
     assert job_row(ctx, echo).result == {"hello": ["world"]}
     assert job_row(ctx, flaky).result == {"attempt": 1}

@@ -16,6 +16,8 @@ key                          type        TTL        written by                  
 <p>:worker:<worker id>       string      heartbeat  every worker process and    GET /workers,
                              (JSON)      TTL        manager                     recovery
 <p>:paused                   set         none       API pause and resume        workers
+<p>:wake:<worker id>         list        WAKE_TTL   a stopping worker process:  its own idle job
+                                                    a token per job loop        loops (ready.py)
 <p>:fleet:<host>:desired     string      none       API PUT /fleet/{host}/size  manager
                                                     (a known host only);
                                                     DELETE removes it
@@ -74,6 +76,10 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    def wake(self, worker_id: str) -> str:
+        """Tokens that end the waits of a stopping worker process's job loops."""
+        return f"{self.prefix}:wake:{worker_id}"
 
     @property
     def worker_pattern(self) -> str:

@@ -17,6 +17,7 @@ from app.dispatch import scripts
 from app.dispatch.keys import PRIORITIES, Keys
 
 PUSH_CHUNK = 1000  # ids per script call: Lua's unpack has a limit of a few thousand
+WAKE_TTL = 10  # seconds: longer than any wait of a job loop
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,25 @@ def taken_tenant(got: object, queue: str, tenant: str) -> Taken | None:
     return Taken(Place(queue, list(PRIORITIES)[int(index)], tenant), [_text(i) for i in ids])
 
 
-def wait(client: redis.Redis, keys: Keys, queues: list[str], timeout: float) -> bool:
-    """Block until a push rings one of the queues' bells or `timeout` passes; True if rung."""
+def wait(
+    client: redis.Redis, keys: Keys, queues: list[str], timeout: float, worker_id: str = ""
+) -> bool:
+    """Block until a push rings one of the queues' bells, or `worker_id` is woken (`wake`), or
+    `timeout` passes; True unless the time ran out."""
     if not queues:
         return False
-    return client.blpop([keys.bell(q) for q in queues], timeout=timeout) is not None
+    waits = [keys.bell(q) for q in queues] + ([keys.wake(worker_id)] if worker_id else [])
+    return client.blpop(waits, timeout=timeout) is not None
+
+
+def wake(client: redis.Redis, keys: Keys, worker_id: str, loops: int) -> None:
+    """End the waits of up to `loops` job loops of `worker_id` at once (it is stopping),
+    rather than when their timeout runs out. Tokens no loop takes expire."""
+    key = keys.wake(worker_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.rpush(key, *(["1"] * loops))
+    pipe.expire(key, WAKE_TTL)
+    pipe.execute()
 
 
 def head(client: redis.Redis, keys: Keys, place: Place, count: int) -> list[str]:

@@ -13,8 +13,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
-from app.domain.records import Claimed as Claimed  # app/workers/loop.py names it here
-from app.domain.records import Extended, Finished, Held, Lease, Ready
+from app.domain.records import Claimed, Extended, Finished, Held, Lease, Ready
 from app.domain.states import AttemptOutcome, JobStatus
 from app.store.transitions import CLAIM, FINISH, UNCLAIM, guarded
 

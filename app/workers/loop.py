@@ -8,6 +8,10 @@ bells until a push rings one. `prefetch` doubles while the list fills each reque
 to what it got otherwise, and it never holds more than about BATCH_BUDGET seconds of work
 (judged by the loop's recent run times), so a lone job is never delayed and a loop never sits
 on work that idle loops could run.
+
+The loop reads time from a `Clock` it is given (waiting successes, the give-up deadline of a
+recording step, the average run time), so a test moves time instead of sleeping. A job's
+deadline is the time of day instead: the process's watchdog and the manager read it too.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import ready
-from app.dispatch.ready import Taken
+from app.domain.records import Claimed
 from app.domain.states import AttemptOutcome
 from app.logging import log_context
-from app.services import execution
+from app.services import execution, taking
 from app.services.context import Context
-from app.store.claims import Claimed
+from app.services.taking import Taken
+from app.workers.clock import Clock, SystemClock
 from app.workers.registry import JobContext, NonRetryable, TaskRegistry, UnknownTask
 from app.workers.timeouts import SoftTimeout
 
@@ -89,6 +94,7 @@ class JobLoop:
         stopping: threading.Event,
         paused: set[str],
         on_deadline: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.ctx = ctx
         self.worker_id = worker_id
@@ -100,6 +106,7 @@ class JobLoop:
         self.paused = paused  # replaced wholesale by the process, never mutated in place
         self.applied_paused: set[str] = paused  # what the current pop honours
         self.on_deadline = on_deadline or (lambda index, deadline: None)
+        self.clock = clock or SystemClock()
         self.prefetch_max = max(1, ctx.settings.worker_prefetch)
         self.prefetch = 1
         self.average_run = 0.0
@@ -148,13 +155,13 @@ class JobLoop:
         if not served:
             self.stopping.wait(POP_TIMEOUT / 2)
             return None
-        client, keys = self.ctx.redis.client, self.ctx.keys
         count = self.batch_size()
-        taken = ready.take_any(client, keys, served, count)
+        taken = taking.take(self.ctx, served, count)
         if taken is None:
-            if not ready.wait(client, keys, served, POP_TIMEOUT) or self.stopping.is_set():
+            woken = taking.wait(self.ctx, served, POP_TIMEOUT, self.worker_id)
+            if not woken or self.stopping.is_set():
                 return None
-            taken = ready.take_any(client, keys, served, count)
+            taken = taking.take(self.ctx, served, count)
             if taken is None:
                 return None
         # The list filled the whole request: ask for more next time; else for what it had.
@@ -162,7 +169,7 @@ class JobLoop:
         self.prefetch = min(self.prefetch_limit(), count * 2) if got == count else got
         if self.stopping.is_set():
             # Stop was asked meanwhile: hand the ids back rather than start jobs.
-            ready.push(client, keys, taken.place, taken.job_ids, front=True)
+            taking.hand_back(self.ctx, taken)
             return None
         return taken
 
@@ -181,7 +188,7 @@ class JobLoop:
             claimed = execution.claim(self.ctx, taken.job_ids, self.worker_id)
         except DBAPIError:
             # Postgres is away: the ids go back where they were rather than wait for the sweep.
-            ready.push(self.ctx.redis.client, self.ctx.keys, taken.place, taken.job_ids, True)
+            taking.hand_back(self.ctx, taken)
             raise
         if len(claimed) < len(taken.job_ids):
             # Stale (cancelled, deleted, already run) or duplicate ids: harmless, counted.
@@ -201,14 +208,14 @@ class JobLoop:
             self.slot.job, self.slot.context = job, context
             self.slot.in_task, self.slot.timed_out = True, False
         self.on_deadline(self.slot.index, deadline)
-        began = time.perf_counter()
+        began = self.clock.now()
         try:
             try:
                 result = task(job.payload, context)
             finally:
                 with self.slot.lock:
                     self.slot.in_task = False
-                run_time = time.perf_counter() - began
+                run_time = self.clock.now() - began
                 self.average_run += RUN_TIME_WEIGHT * (run_time - self.average_run)
             return Outcome(result_json=execution.encode_result(result))
         except execution.ResultNotSerialisable as exc:
@@ -231,9 +238,9 @@ class JobLoop:
         if outcome.kind is AttemptOutcome.COMPLETED:
             assert outcome.result_json is not None
             if not self.pending:
-                self.pending_since = time.monotonic()
+                self.pending_since = self.clock.now()
             self.pending.append((job, outcome.result_json))
-            if time.monotonic() - self.pending_since >= FLUSH_AFTER:
+            if self.clock.now() - self.pending_since >= FLUSH_AFTER:
                 self.flush()
             return
         self._retrying(
@@ -267,20 +274,20 @@ class JobLoop:
         with self.slot.lock:
             self.slot.held = tuple(job for job in self.slot.held if job.id not in finished)
 
-    def _retrying(self, record: Any) -> None:
+    def _retrying(self, record: Callable[[], object]) -> None:
         """Run a recording step, retrying while Postgres is away for as long as the leases
         could still be current; after that, recovery owns the jobs and a late finish would be
         refused anyway."""
-        give_up_at = time.monotonic() + execution.lease_seconds(self.ctx)
+        give_up_at = self.clock.now() + execution.lease_seconds(self.ctx)
         while True:
             try:
                 record()
                 return
             except DBAPIError as exc:
-                if time.monotonic() >= give_up_at:
+                if self.clock.now() >= give_up_at:
                     raise
                 log.warning("finish failed, retrying", extra={"error": str(exc.orig)})
-                time.sleep(FINISH_RETRY)
+                self.clock.sleep(FINISH_RETRY)
 
 
 def _describe(exc: BaseException) -> str:

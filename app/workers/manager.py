@@ -3,6 +3,11 @@
 It restarts a child that dies, kills a child whose job outlived its hard timeout, follows the
 desired process count operators set through the API, and on SIGTERM or SIGINT stops the fleet
 within the grace period. Children are spawned (not forked): each builds its own connections.
+
+A burst run (`burst=True`) stops the same way once its queues have no work left
+(`app/services/drain.py` says what that means), keeps the size it was started with, and exits
+1 only on an error of its own: Postgres or Redis unreachable when it starts, or a worker process
+that failed (exited with an error, rather than being killed). A job that fails is no such error.
 """
 
 from __future__ import annotations
@@ -23,10 +28,9 @@ from typing import Any
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import fleet
 from app.logging import log_context
 from app.metrics import mark_process_dead
-from app.services import execution
+from app.services import drain, execution, fleet_state
 from app.services.context import Context
 from app.services.maintenance import start_duties
 from app.settings import Settings
@@ -59,6 +63,7 @@ class WorkerManager:
         threads: int,
         queues: list[str],
         stop_with_parent: bool = False,
+        burst: bool = False,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -77,6 +82,8 @@ class WorkerManager:
         # The process that started us, when its end should be ours: `dev` runs the fleet for
         # as long as it runs, whatever signal ends it (SIGKILL included).
         self.parent = os.getppid() if stop_with_parent else None
+        self.burst = burst
+        self.exit_code = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -86,8 +93,16 @@ class WorkerManager:
         with log_context(worker_id=self.manager_id):
             log.info(
                 "fleet started",
-                extra={"action": "fleet_started", "host": self.host, "queues": self.queues},
+                extra={
+                    "action": "fleet_started",
+                    "host": self.host,
+                    "queues": self.queues,
+                    "burst": self.burst,
+                },
             )
+            if self.burst and not self.has_work_at_start():
+                self.ctx.close()
+                return self.exit_code
             self.serve_metrics()
             duties_stop = threading.Event()
             if self.settings.run_duties:
@@ -99,18 +114,22 @@ class WorkerManager:
                     log.warning("parent gone: stopping", extra={"action": "fleet_orphaned"})
                     break
                 self.reap()
+                if self.exit_code:
+                    break
                 self.enforce_hard_timeouts()
-                if now >= next_desired:
+                if now >= next_desired and not self.burst:
                     self.desired = self.read_desired()
                     next_desired = now + DESIRED_REFRESH
                 self.follow_desired()
                 if now >= next_beat:
                     self.beat()
                     next_beat = now + self.settings.heartbeat_interval_seconds
+                if self.burst and self.drained():
+                    break
                 self.stop_requested.wait(TICK)
             duties_stop.set()
             self.shutdown()
-        return 0
+        return self.exit_code
 
     def shutdown(self) -> None:
         """Stop popping everywhere at once, let running jobs finish within the grace period."""
@@ -132,9 +151,46 @@ class WorkerManager:
             self._forget(child)
         self.children.clear()
         with contextlib.suppress(redis.RedisError):
-            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, self.manager_id)
+            fleet_state.sign_off(self.ctx, self.manager_id)
         self.ctx.close()
         log.info("fleet stopped", extra={"action": "fleet_stopped"})
+
+    # -- burst runs ------------------------------------------------------------------------
+
+    def has_work_at_start(self) -> bool:
+        """Whether a burst run has anything to do; with nothing, it exits before starting a
+        process. Postgres or Redis unreachable here is an error: the run cannot tell."""
+        try:
+            backlog = drain.backlog(self.ctx, self.queues)
+        except (DBAPIError, redis.RedisError) as exc:
+            log.error(
+                "burst run cannot read its queues",
+                extra={"action": "burst_failed", "error": str(exc)},
+            )
+            self.exit_code = 1
+            return False
+        if backlog.drained:
+            self._log_drained(backlog)
+            return False
+        return True
+
+    def drained(self) -> bool:
+        """True once no served queue has work left (a failed look counts as work left: the
+        fleet rides out an outage as it does without --burst)."""
+        try:
+            backlog = drain.backlog(self.ctx, self.queues)
+        except (DBAPIError, redis.RedisError) as exc:
+            log.warning("burst run could not read its queues", extra={"error": str(exc)})
+            return False
+        if backlog.drained:
+            self._log_drained(backlog)
+        return backlog.drained
+
+    def _log_drained(self, backlog: drain.Backlog) -> None:
+        log.info(
+            "queues drained: burst run ends",
+            extra={"action": "burst_drained", "paused_queues": backlog.paused},
+        )
 
     # -- duties of each tick ---------------------------------------------------------------
 
@@ -146,6 +202,18 @@ class WorkerManager:
             child.process.join()
             self.children.remove(child)
             clean = child.retiring and child.process.exitcode == 0
+            if self.burst and (child.process.exitcode or 0) > 0:
+                # It failed by itself (its task modules would not import, say): every
+                # replacement would too, and the run would never end.
+                log.error(
+                    "worker failed: burst run ends",
+                    extra={
+                        "action": "burst_failed",
+                        "child": child.worker_id,
+                        "exitcode": child.process.exitcode,
+                    },
+                )
+                self.exit_code = 1
             if not clean:
                 lived = time.monotonic() - child.started
                 log.warning(
@@ -180,7 +248,7 @@ class WorkerManager:
 
     def read_desired(self) -> int:
         try:
-            desired = fleet.desired_size(self.ctx.redis.client, self.ctx.keys, self.host)
+            desired = fleet_state.desired_size(self.ctx, self.host)
         except redis.RedisError:
             return self.desired
         return self.default_size if desired is None else desired
@@ -217,13 +285,7 @@ class WorkerManager:
             "seen_at": datetime.now(UTC).isoformat(),
         }
         try:
-            fleet.write_heartbeat(
-                self.ctx.redis.client,
-                self.ctx.keys,
-                self.manager_id,
-                state,
-                self.settings.heartbeat_ttl_seconds,
-            )
+            fleet_state.beat(self.ctx, self.manager_id, state, self.settings.heartbeat_ttl_seconds)
         except redis.RedisError as exc:
             log.warning("manager heartbeat failed", extra={"error": str(exc)})
 
@@ -281,4 +343,4 @@ class WorkerManager:
 
     def _forget(self, child: Child) -> None:
         with contextlib.suppress(redis.RedisError):
-            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, child.worker_id)
+            fleet_state.sign_off(self.ctx, child.worker_id)

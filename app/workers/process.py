@@ -17,10 +17,9 @@ from typing import Any
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from app.dispatch import fleet
 from app.logging import configure_logging, log_context
 from app.runtime import freeze_startup_objects
-from app.services import execution
+from app.services import execution, fleet_state, taking
 from app.services.context import Context
 from app.settings import Settings
 from app.workers.loop import Counters, JobLoop, Slot
@@ -96,12 +95,16 @@ class WorkerProcess:
     def _supervise(self, threads: list[threading.Thread]) -> None:
         next_beat = 0.0
         next_paused = 0.0
+        woken = False
         while any(thread.is_alive() for thread in threads):
             now = time.monotonic()
             if os.getppid() != self.spec.manager_pid and not self.stopping.is_set():
                 # The manager is gone (killed): nobody would supervise us; finish and leave.
                 log.warning("manager gone: stopping", extra={"action": "worker_orphaned"})
                 self.stopping.set()
+            if self.stopping.is_set() and not woken:
+                woken = True
+                self._wake_idle_loops()
             self._enforce_soft_timeouts()
             if now >= next_beat:
                 self._beat()
@@ -110,6 +113,11 @@ class WorkerProcess:
                 self._refresh_paused()
                 next_paused = now + PAUSED_REFRESH
             time.sleep(WATCHDOG_TICK)
+
+    def _wake_idle_loops(self) -> None:
+        """Loops waiting for work stop now rather than at the end of their wait."""
+        with contextlib.suppress(redis.RedisError):  # else they stop within POP_TIMEOUT
+            taking.wake(self.ctx, self.spec.worker_id, len(self.slots))
 
     def _enforce_soft_timeouts(self) -> None:
         now = time.time()
@@ -125,7 +133,7 @@ class WorkerProcess:
 
     def _refresh_paused(self) -> None:
         try:
-            paused = fleet.paused_queues(self.ctx.redis.client, self.ctx.keys)
+            paused = fleet_state.paused_queues(self.ctx)
         except redis.RedisError:
             return
         for loop in self.loops:
@@ -161,12 +169,8 @@ class WorkerProcess:
             "seen_at": datetime.now(UTC).isoformat(),
         }
         try:
-            fleet.write_heartbeat(
-                self.ctx.redis.client,
-                self.ctx.keys,
-                self.spec.worker_id,
-                state,
-                self.spec.settings.heartbeat_ttl_seconds,
+            fleet_state.beat(
+                self.ctx, self.spec.worker_id, state, self.spec.settings.heartbeat_ttl_seconds
             )
         except redis.RedisError as exc:
             log.warning("heartbeat failed", extra={"error": str(exc)})
@@ -182,7 +186,7 @@ class WorkerProcess:
 
     def _goodbye(self) -> None:
         with contextlib.suppress(redis.RedisError):  # else the key expires by itself
-            fleet.remove_heartbeat(self.ctx.redis.client, self.ctx.keys, self.spec.worker_id)
+            fleet_state.sign_off(self.ctx, self.spec.worker_id)
         log.info("worker stopped", extra={"action": "worker_stopped"})
         self.ctx.close()
 

@@ -1,0 +1,28 @@
+"""The question a burst run asks before it ends: which of its queues still have work."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# One probe per kind of work, so that each is served by its partial index (queued by queue,
+# processing by lease, scheduled by run_at) and stops at the first row it finds.
+_QUEUES_WITH_WORK = text(
+    """
+    SELECT q FROM unnest(CAST(:queues AS text[])) AS q
+     WHERE EXISTS (SELECT 1 FROM jobs WHERE queue = q AND status = 'queued')
+        OR EXISTS (SELECT 1 FROM jobs WHERE queue = q AND status = 'processing')
+        OR EXISTS (SELECT 1 FROM jobs
+                    WHERE queue = q AND status = 'scheduled'
+                      AND (run_at <= now() OR attempts > 0))
+    """
+)
+
+
+def queues_with_work(session: Session, queues: list[str]) -> list[str]:
+    """The queues among `queues` holding a job that is queued, running, due (scheduled with
+    its run_at passed) or waiting out the backoff of a retry (scheduled after an attempt)."""
+    if not queues:
+        return []
+    rows = session.execute(_QUEUES_WITH_WORK, {"queues": queues}).scalars().all()
+    return [str(q) for q in rows]
