@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from app.dispatch import ready
 from app.dispatch.ready import Taken
-from app.domain.records import Claimed
 from app.services.context import Context
 
 # The records a job loop handles: ids taken from one list, and the jobs it claimed.
