@@ -137,10 +137,17 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         processes=processes,
         threads=args.threads or settings.worker_threads,
         queues=queues or settings.queues,
-        stop_with_parent=args.stop_with_parent,
+        parent_pid=_parent_pid(args.stop_with_parent),
         burst=args.burst,
     )
     return manager.run()
+
+
+def _parent_pid(given: int | None) -> int | None:
+    """The pid whose end stops the fleet: the one given, our parent's, or None."""
+    if given is None:
+        return None
+    return given or os.getppid()
 
 
 def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
@@ -174,8 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queues to serve (WORKER_QUEUES)")
     worker.add_argument(
         "--stop-with-parent",
-        action="store_true",
-        help="stop the fleet when the process that started it exits, however it ended",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="PID",
+        help="stop the fleet when the process that started it (the one with this pid, given by "
+        "a starter that may die before the fleet is up) exits, however it ended",
     )
     worker.add_argument(
         "--burst",

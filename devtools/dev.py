@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,7 +82,9 @@ def _run(settings: Settings, local_dir: Path, started: contextlib.ExitStack) -> 
     settings = settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
     migrate(database_url)
     key = _demo_key(settings, local_dir)
-    fleet = start_app(["worker", "--stop-with-parent"], settings_env(settings), process_group=0)
+    # Our pid, not the fleet's view of its parent: if we die before it is up, it stops at once.
+    command = ["worker", "--stop-with-parent", str(os.getpid())]
+    fleet = start_app(command, settings_env(settings), process_group=0)
     started.callback(terminate, fleet, settings.shutdown_grace_seconds + 10)
     metrics_port = open_metrics_port(settings)
     if metrics_port is not None:

@@ -15,6 +15,7 @@ from app.services import jobs
 from app.services.auth import Principal, Scope
 from app.services.context import Context
 from app.settings import Settings
+from tests.fleet_tasks import side_effect_key
 from tests.helpers import LiveFleet
 
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
@@ -50,6 +51,12 @@ def attempts(ctx: Context, job_id: str) -> list[Any]:
 def all_done(ctx: Context, total: int, done: tuple[str, ...] = ("completed",)) -> bool:
     counts = statuses(ctx)
     return sum(counts.get(s, 0) for s in done) == total
+
+
+def runs_per_job(ctx: Context) -> dict[str, int]:
+    """How many times the `count` task ran for each job id (a side effect in Redis)."""
+    raw = ctx.redis.client.hgetall(side_effect_key(ctx.settings.key_prefix))
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def workers_of(ctx: Context, host: str) -> list[dict[str, Any]]:

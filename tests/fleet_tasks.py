@@ -21,8 +21,9 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def side_effect_key() -> str:
-    return f"{os.environ['KEY_PREFIX']}:test:runs"
+def side_effect_key(prefix: str | None = None) -> str:
+    """Where `count` tallies its runs: under the key prefix of the fleet's settings."""
+    return f"{prefix or os.environ['KEY_PREFIX']}:test:runs"
 
 
 @task("count")

@@ -18,18 +18,12 @@ from tests.fleet_support import (
     attempts,
     burst,
     job_row,
+    runs_per_job,
     statuses,
     submit,
     workers_of,
 )
-from tests.fleet_tasks import side_effect_key
 from tests.helpers import ROOT, LiveFleet, settings_env, wait_until
-
-
-def runs_per_job(ctx: Context) -> dict[str, int]:
-    os.environ["KEY_PREFIX"] = ctx.settings.key_prefix
-    raw = ctx.redis.client.hgetall(side_effect_key())
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def sql(ctx: Context, statement: str, **params: str) -> None:

@@ -20,22 +20,12 @@ from tests.fleet_support import (
     attempts,
     burst,
     job_row,
+    runs_per_job,
     statuses,
     submit,
     workers_of,
 )
-from tests.fleet_tasks import side_effect_key
 from tests.helpers import wait_until
-
-
-def runs_per_job(ctx: Context) -> dict[str, int]:
-    raw = ctx.redis.client.hgetall(side_effect_key_for(ctx))
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
-def side_effect_key_for(ctx: Context) -> str:
-    os.environ["KEY_PREFIX"] = ctx.settings.key_prefix
-    return side_effect_key()
 
 
 def test_500_jobs_over_three_queues_complete_exactly_once(settings: Settings, ctx: Context) -> None:

@@ -95,7 +95,10 @@ def test_metrics_public_serves_them_without_a_key(settings: Any) -> None:
 def test_each_run_counts_into_an_empty_metrics_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)  # and put back as it was afterwards
+    # The function sets the variable; recording it first makes the teardown put it back as it
+    # was (delenv alone records nothing when the variable is absent).
+    monkeypatch.setenv(MULTIPROC_ENV, "")
+    monkeypatch.delenv(MULTIPROC_ENV)
     earlier = tmp_path / "worker"
     earlier.mkdir()
     (earlier / "counter_4242.db").write_bytes(b"a dead run's counts")

@@ -64,7 +64,7 @@ def test_the_store_hands_back_records(ctx: Context) -> None:
         by_key = job_store.get_by_idempotency_keys(session, "acme", ["k"], full=True)
         counts = job_store.queue_counts(session)
         gauges = job_store.cheap_counts(session)
-        keys = key_store.list_keys(session, "acme")
+        keys = key_store.list_keys(session, "acme", include_revoked=False)
     assert isinstance(job, JobRecord) and job.status is JobStatus.COMPLETED
     assert job.result == {"ok": True} and job.payload == {"n": 1}
     assert isinstance(attempt, AttemptRecord) and attempt.outcome == AttemptOutcome.COMPLETED

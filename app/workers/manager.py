@@ -62,7 +62,7 @@ class WorkerManager:
         processes: int,
         threads: int,
         queues: list[str],
-        stop_with_parent: bool = False,
+        parent_pid: int | None = None,
         burst: bool = False,
     ) -> None:
         self.settings = settings
@@ -79,9 +79,9 @@ class WorkerManager:
         self.quick_deaths = 0
         self.next_spawn_at = 0.0
         self.manager_id = f"{host}:manager:{os.getpid()}"
-        # The process that started us, when its end should be ours: `dev` runs the fleet for
-        # as long as it runs, whatever signal ends it (SIGKILL included).
-        self.parent = os.getppid() if stop_with_parent else None
+        # The process whose end should be ours: `dev` runs the fleet for as long as it runs,
+        # whatever signal ends it (SIGKILL included). Compared with our parent pid each tick.
+        self.parent = parent_pid
         self.burst = burst
         self.exit_code = 0
 
