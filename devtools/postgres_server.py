@@ -6,6 +6,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from devtools.accounts import Account, chown_tree, grant_search, postgres_account
 from devtools.binaries import find_postgres_bin_dir
@@ -24,6 +25,10 @@ class PrivatePostgres(PrivateServer):
     it never meets a system server's. `fast` turns off fsync and full_page_writes: only for
     data that may be lost when the machine (not the server) crashes, i.e. tests.
 
+    `tcp=False` starts it with no TCP listener at all, reachable only through its unix socket
+    (`socket_url`), as the official image runs its temporary server while its init scripts run;
+    set `tcp` back and start it again to open 127.0.0.1:`port`.
+
     synchronous_commit stays on even when fast: an asynchronous commit lives only in shared
     memory for up to wal_writer_delay, so kill() would lose jobs that were committed, and the
     "no job is lost" tests would fail for the wrong reason. With fsync off, a synchronous
@@ -31,6 +36,7 @@ class PrivatePostgres(PrivateServer):
     """
 
     fast: bool = False
+    tcp: bool = True
 
     kind = "postgres"
     program = "postgres"
@@ -40,6 +46,12 @@ class PrivatePostgres(PrivateServer):
     @property
     def url(self) -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def socket_url(self) -> str:
+        """Where clients reach it through its unix socket (in the data directory)."""
+        where = quote(self._socket_directory(), safe="")
+        return f"postgresql+psycopg2://postgres@/postgres?host={where}&port={self.port}"
 
     @property
     def pid_path(self) -> Path:
@@ -67,7 +79,7 @@ class PrivatePostgres(PrivateServer):
             return False
         if lines[0] != str(pid) or lines[3] != str(self.port) or lines[7] != "ready":
             return False
-        return postgres_answers(self.url, timeout=1.0)
+        return postgres_answers(self.url if self.tcp else self.socket_url, timeout=1.0)
 
     def _account(self) -> Account | None:
         return postgres_account()
@@ -80,11 +92,16 @@ class PrivatePostgres(PrivateServer):
         if not (self.directory / "PG_VERSION").exists():
             self._initdb(bin_dir, account)
         self._check_version(bin_dir)
+        if not self.tcp and not self._socket_directory():
+            raise ServerError(
+                f"{self.directory}: a server without TCP needs a unix socket, and this path is "
+                "too long for one (or holds a comma or a quote); choose a shorter directory"
+            )
         command = [
             str(bin_dir / "postgres"),
             "-D", str(self.directory),
             "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"listen_addresses={'127.0.0.1' if self.tcp else ''}",
             "-c", f"unix_socket_directories={self._socket_directory()}",
         ]  # fmt: skip
         if self.fast:
