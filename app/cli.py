@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from app.domain.errors import JobfleetError, NotFound
 from app.domain.principal import Scope
@@ -37,6 +37,8 @@ TOOLS = {
     "bench": ("bench.cli", "measure throughput and latency on this machine"),
 }
 ToolMain = Callable[[Settings, list[str]], int]
+# The commands that hash API keys (verify or create them): only they need API_KEY_SECRET.
+NEED_KEY_SECRET = {"api", "keys", "dev"}
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
@@ -57,19 +59,33 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from app.store.admin import migrate
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.store import admin
 
-    migrate(settings.database_url)
-    print("migrated", settings.database_url.rsplit("@", 1)[-1])
+    if args.wait:
+        admin.wait_for_server(settings.migration_url, args.wait)
+    granted = admin.migrate(settings.database_url, migration_url=settings.migration_database_url)
+    print("migrated", admin.where(settings.migration_url))
+    if granted:
+        print(f"granted role {granted} the use of the tables")
     return 0
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
+    return seconds
+
+
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from app.services import auth
+    from app.services import auth, connections
     from app.services.context import Context
 
-    ctx = Context(settings)
+    ctx = Context(settings, pool=connections.command("keys"))
     try:
         if args.keys_command == "create":
             row, plain = auth.create_key(
@@ -154,13 +170,14 @@ def _maintenance(settings: Settings, _: argparse.Namespace) -> int:
     import socket
     import threading
 
+    from app.services import connections
     from app.services.context import Context
     from app.services.maintenance import start_duties
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    ctx = Context(settings)
+    ctx = Context(settings, pool=connections.maintenance())
     holder = f"{settings.fleet_host or socket.gethostname()}:maintenance:{os.getpid()}"
     runners = start_duties(ctx, holder, stop)
     stop.wait()
@@ -174,7 +191,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Jobfleet")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API (uvicorn)")
-    commands.add_parser("migrate", help="create the database if missing and apply migrations")
+    migrate = commands.add_parser(
+        "migrate",
+        help="create the database if missing, apply migrations, grant the application's role",
+    )
+    migrate.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying to reach Postgres for up to this long first (it may be starting)",
+    )
     worker = commands.add_parser("worker", help="run a WorkerManager and its worker processes")
     worker.add_argument("--processes", type=int, help="worker processes (WORKER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="job loops per process (WORKER_THREADS)")
@@ -287,6 +314,8 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
+        if args.command in NEED_KEY_SECRET:
+            settings.require_api_key_secret()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -298,7 +327,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except JobfleetError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
-    except OperationalError as exc:
-        where = settings.database_url.rsplit("@", 1)[-1]
+    except DBAPIError as exc:
+        # Unreachable, or refused (a role without the rights it needs): say which server.
+        url = settings.migration_url if args.command == "migrate" else settings.database_url
+        where = url.rsplit("@", 1)[-1]
         print(f"error: cannot use Postgres at {where}: {exc.orig}".strip(), file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app.api import dlq, docs, fleet, health, jobs, lease, observability, openapi, problems
 from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
 from app.logging import configure_logging
-from app.services import limits
+from app.services import connections, limits
 from app.services.context import Context
 from app.settings import Settings, load_settings
 
@@ -20,7 +20,14 @@ from app.settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    context = Context(settings, statement_timeout_ms=settings.api_statement_timeout_ms)
+    # Also checked by `python -m app api` before it starts: any other way of serving the app
+    # (uvicorn app.main:app) refuses an unsafe secret here, before the first request.
+    settings.require_api_key_secret()
+    context = Context(
+        settings,
+        statement_timeout_ms=settings.api_statement_timeout_ms,
+        pool=connections.api(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -2,15 +2,30 @@
 
 Nothing here runs at import time: entry points call `load_settings()` and pass the object down;
 a spawned child process receives the object (it pickles) and builds its own connections.
+
+Any setting may also be given as a file, the way Docker secrets are mounted: `<NAME>_FILE`
+names a file whose content (trailing newlines removed) is the value of `<NAME>`, as the
+official postgres and grafana images read theirs. Giving both `<NAME>` and `<NAME>_FILE` is an
+error, and so is a file that cannot be read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from app.domain.destinations import DestinationPolicy
 
@@ -25,11 +40,78 @@ class SettingsError(Exception):
     """The settings are invalid: the message names each setting and what is wrong with it."""
 
 
+FILE_SUFFIX = "_file"
+# A production API key secret shorter than this is refused where keys are hashed.
+MIN_SECRET_LENGTH = 16
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """`<NAME>_FILE` variables: each names a file holding the value of `<NAME>`.
+
+    The environment wins over `.env` for the pair as for any setting: whichever of `<NAME>` or
+    `<NAME>_FILE` the environment gives is used, and `.env` is read only when it gives neither.
+    One source giving both is an error. Empty variables count as not given, as in the
+    official images' `file_env`."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init: InitSettingsSource,
+        env: EnvSettingsSource,
+        dotenv: DotEnvSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._given = init.init_kwargs
+        # Both keep every variable they read, lower-cased (names are case-insensitive).
+        self._sources: list[tuple[str, Mapping[str, str | None]]] = [
+            ("the environment", env.env_vars),
+            (".env", dotenv.env_vars),
+        ]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every field at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            if name in self._given:  # a value given in code wins; its file is not read
+                continue
+            setting = name.upper()
+            for where, variables in self._sources:
+                value, path = variables.get(name), variables.get(name + FILE_SUFFIX)
+                if value and path:
+                    raise SettingsError(
+                        f"invalid settings: {setting} and {setting}_FILE are both given in "
+                        f"{where}: keep one (the file, for a secret)"
+                    )
+                if path:
+                    values[name] = _read_value_file(setting, path)
+                if value or path:
+                    break
+        return values
+
+
+def _read_value_file(setting: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(
+            f"invalid settings: {setting}_FILE: cannot read {path}: {reason}"
+        ) from None
+    # As a shell's "$(< file)" reads it: a file written by `echo` or an editor ends in a newline.
+    return text.rstrip("\r\n")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/jobfleet"
+    # `migrate` connects with this one when it is set (the role that owns the tables), then
+    # grants the role of DATABASE_URL what the API and the fleet need.
+    migration_database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("jf", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     api_key_secret: SecretStr = SecretStr("")
@@ -46,7 +128,9 @@ class Settings(BaseSettings):
     metrics_dir: str = ""
     fleet_metrics_port: int = Field(9100, ge=0, le=65535)
     fleet_metrics_host: str = "127.0.0.1"
+    # Each API worker process's pool; the fleet's processes size theirs from their job loops.
     db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
     api_statement_timeout_ms: int = Field(5000, ge=0, le=3_600_000)
     log_level: str = "INFO"
 
@@ -95,19 +179,51 @@ class Settings(BaseSettings):
         DestinationPolicy.parse(value)  # a ValueError names the bad entry
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        assert isinstance(env_settings, EnvSettingsSource)
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        files = FileVariables(settings_cls, init_settings, env_settings, dotenv_settings)
+        return init_settings, files, env_settings, dotenv_settings, file_secret_settings
+
     @model_validator(mode="after")
-    def _refuse_unsafe_defaults(self) -> Self:
-        if self.environment is Environment.PRODUCTION and len(self.api_key_secret) < 16:
-            raise ValueError("API_KEY_SECRET must be set to at least 16 characters in production")
+    def _refuse_unsafe_values(self) -> Self:
         if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
             raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS")
         return self
 
+    def require_api_key_secret(self) -> None:
+        """Refuse to hash API keys with an unsafe secret: production needs a real one. Only the
+        processes that verify or create keys call this (api, keys, dev); the fleet, the duties
+        and the migrations never hash a key and start without a secret."""
+        if self.environment is Environment.PRODUCTION and len(self.api_key_secret) < (
+            MIN_SECRET_LENGTH
+        ):
+            raise SettingsError(
+                f"invalid settings: API_KEY_SECRET: must be set to at least {MIN_SECRET_LENGTH} "
+                "characters in production (or given as a file with API_KEY_SECRET_FILE)"
+            )
+
     @property
     def hashing_secret(self) -> bytes:
-        """The HMAC key for API keys; development falls back to a fixed, public value."""
+        """The HMAC key for API keys; outside production an empty secret falls back to a fixed,
+        public value."""
+        self.require_api_key_secret()
         secret = self.api_key_secret.get_secret_value()
         return (secret or "jobfleet-development-secret").encode()
+
+    @property
+    def migration_url(self) -> str:
+        """Where `migrate` connects: MIGRATION_DATABASE_URL, or DATABASE_URL when it is unset."""
+        return self.migration_database_url or self.database_url
 
     @property
     def queues(self) -> list[str]:
@@ -123,7 +239,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings, turning pydantic's report into one message naming each bad setting."""
+    """Build the settings (from `overrides`, `<NAME>_FILE` files, the environment, `.env`), turning
+    pydantic's report into one message naming each bad setting."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

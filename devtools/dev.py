@@ -119,11 +119,11 @@ def _run(settings: Settings, local_dir: Path, started: contextlib.ExitStack) -> 
 def _demo_key(settings: Settings, local_dir: Path) -> str:
     """Reuse the demo key of an earlier run while it is valid, so the tour's key stays put."""
     from app.domain.errors import Unauthorized
-    from app.services import auth
+    from app.services import auth, connections
     from app.services.context import Context
 
     saved = local_dir / "demo-key"
-    ctx = Context(settings)
+    ctx = Context(settings, pool=connections.command("dev"))
     try:
         if saved.exists():
             try:

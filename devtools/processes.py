@@ -28,12 +28,15 @@ def start_app(args: list[str], env: dict[str, str], **options: Any) -> subproces
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """This process's environment plus every setting: a child process started with it builds
-    the same settings (then `overrides`)."""
+    the same settings (then `overrides`). A setting this process read from a file is passed on
+    as its value, without the `<NAME>_FILE` variable (both together would be refused)."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
         env[name.upper()] = str(getattr(value, "value", value))
+        for variable in [v for v in env if v.upper() == f"{name.upper()}_FILE"]:
+            del env[variable]
     env.update(overrides)
     return env
 

@@ -13,6 +13,7 @@ import logging
 from wsgiref.simple_server import WSGIServer
 
 from app.metrics import metrics
+from app.services import connections
 from app.services.context import Context
 from app.services.gauges import FleetGauges
 from app.settings import Settings
@@ -40,7 +41,7 @@ def open_metrics_port(settings: Settings) -> MetricsPort | None:
         return None
     from prometheus_client import start_http_server
 
-    ctx = Context(settings)  # connects on the first scrape, in this process
+    ctx = Context(settings, pool=connections.api_metrics())  # connects on the first scrape
     registry = metrics().scrape_registry([FleetGauges(ctx)])
     try:
         server, _ = start_http_server(port, addr=settings.api_metrics_host, registry=registry)

@@ -118,3 +118,12 @@ class LeaseLost(JobfleetError):
     status = 409
     code = "lease-lost"
     title = "Lease lost"
+
+
+class DatabaseNotReady(JobfleetError):
+    """The database is not set up for Jobfleet's roles: run `python -m app migrate` connected as
+    the role that owns the tables (MIGRATION_DATABASE_URL); see docs/OPERATIONS.md, Migrations."""
+
+    status = 503
+    code = "database-not-ready"
+    title = "Database not ready"

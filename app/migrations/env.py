@@ -16,7 +16,7 @@ def run_migrations_online() -> None:
     if not url:
         from app.settings import load_settings
 
-        url = load_settings().database_url
+        url = load_settings().migration_url
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)

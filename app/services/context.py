@@ -12,13 +12,14 @@ from app.dispatch.ratelimit import RateLimits
 from app.services.keycache import PrincipalCache
 from app.services.metric_labels import MetricLabels
 from app.settings import Settings
-from app.store.engine import Database
+from app.store.engine import Database, Pool
 
 
 @dataclass
 class Context:
     settings: Settings
     statement_timeout_ms: int = 0  # for every Postgres statement of this process; 0: none
+    pool: Pool | None = None  # this process's Postgres connections (app/services/connections.py)
     db: Database = field(init=False)
     redis: RedisHandle = field(init=False)
     aredis: AsyncRedisHandle = field(init=False)
@@ -30,7 +31,7 @@ class Context:
 
     def __post_init__(self) -> None:
         # Handles only: no connection is opened until first use, in the process that uses it.
-        self.db = Database(self.settings, self.statement_timeout_ms)
+        self.db = Database(self.settings, self.statement_timeout_ms, self.pool)
         self.redis = RedisHandle(self.settings)
         self.aredis = AsyncRedisHandle(self.settings.redis_url)
         self.keys = Keys(self.settings.key_prefix)

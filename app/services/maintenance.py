@@ -207,6 +207,11 @@ class Retention:
         return deleted
 
 
+# How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
+# most one Postgres connection at a time (app/services/connections.py counts on it).
+DUTY_COUNT = 4
+
+
 def all_duties(ctx: Context) -> list[Duty]:
     settings = ctx.settings
     return [

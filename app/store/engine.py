@@ -3,6 +3,11 @@
 A forked child must never talk over its parent's sockets: when the pid changes, the inherited
 pool is dropped without closing its connections (closing them would end the parent's sessions)
 and a fresh engine is built.
+
+Each engine holds at most `Pool.most` connections, so that the connections of a deployment add
+up to a number Postgres's `max_connections` can be sized for (docs/OPERATIONS.md, "Sizing
+Postgres connections"), and shows Postgres the role of its process as `application_name`
+(`pg_stat_activity` then tells an API's connections from a worker's).
 """
 
 from __future__ import annotations
@@ -11,19 +16,53 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
 
+APPLICATION_PREFIX = "jobfleet-"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The connections one process's engine may open: `size` kept, `overflow` more under
+    load; `role` names the process in `application_name` (jobfleet-<role>)."""
+
+    size: int
+    overflow: int = 0
+    role: str = "app"
+
+    @property
+    def most(self) -> int:
+        return self.size + self.overflow
+
+    @property
+    def application_name(self) -> str:
+        return APPLICATION_PREFIX + self.role
+
+
+def with_application_name(url: str, name: str) -> str:
+    """The URL with `application_name` set, unless it sets one of its own."""
+    parsed = make_url(url)
+    if "application_name" in parsed.query:
+        return url
+    named = parsed.update_query_dict({"application_name": name})
+    return named.render_as_string(hide_password=False)
+
 
 class Database:
-    def __init__(self, settings: Settings, statement_timeout_ms: int = 0) -> None:
+    def __init__(
+        self, settings: Settings, statement_timeout_ms: int = 0, pool: Pool | None = None
+    ) -> None:
         """`statement_timeout_ms`: Postgres cancels any statement of these sessions that runs
-        longer (0: never). The API sets one; the fleet's maintenance queries may run long."""
+        longer (0: never). The API sets one; the fleet's maintenance queries may run long.
+        `pool`: by default an API worker's (DB_POOL_SIZE + DB_MAX_OVERFLOW)."""
         self._url = settings.database_url
-        self._pool_size = settings.db_pool_size
+        self._pool = pool or Pool(settings.db_pool_size, settings.db_max_overflow)
         self._statement_timeout_ms = statement_timeout_ms
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
@@ -46,9 +85,9 @@ class Database:
         if self._statement_timeout_ms:
             options += f" -c statement_timeout={self._statement_timeout_ms}"
         self._engine = create_engine(
-            self._url,
-            pool_size=self._pool_size,
-            max_overflow=self._pool_size,
+            with_application_name(self._url, self._pool.application_name),
+            pool_size=self._pool.size,
+            max_overflow=self._pool.overflow,
             pool_recycle=1800,
             # A failed statement's error never lists its parameters: they hold job payloads.
             hide_parameters=True,
@@ -64,6 +103,10 @@ class Database:
         assert self._sessions is not None
         with self._sessions() as session, session.begin():
             yield session
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
 
     def dispose(self) -> None:
         if self._engine is not None and self._pid == os.getpid():

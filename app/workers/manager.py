@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.logging import log_context
 from app.metrics import mark_process_dead
-from app.services import drain, execution, fleet_state
+from app.services import connections, drain, execution, fleet_state
 from app.services.context import Context
 from app.services.maintenance import start_duties
 from app.settings import Settings
@@ -70,7 +70,7 @@ class WorkerManager:
         self.default_size = processes
         self.threads = threads
         self.queues = queues
-        self.ctx = Context(settings)
+        self.ctx = Context(settings, pool=connections.manager(settings))
         self.mp = multiprocessing.get_context("spawn")
         self.children: list[Child] = []
         self.stop_requested = threading.Event()

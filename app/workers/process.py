@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.logging import configure_logging, log_context
 from app.runtime import freeze_startup_objects
-from app.services import execution, fleet_state, taking
+from app.services import connections, execution, fleet_state, taking
 from app.services.context import Context
 from app.settings import Settings
 from app.workers.loop import Counters, JobLoop, Slot
@@ -49,7 +49,7 @@ class WorkerSpec:
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, deadlines: Any) -> None:
         self.spec = spec
-        self.ctx = Context(spec.settings)
+        self.ctx = Context(spec.settings, pool=connections.worker(spec.threads))
         self.deadlines = deadlines  # shared array: the manager kills us past deadline + grace
         self.stopping = threading.Event()
         self.counters = Counters()
