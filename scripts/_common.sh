@@ -105,3 +105,44 @@ jf_ensure_prometheus() {
         jf_die "the prometheus package is installed but promtool or prometheus is not on the PATH"
     fi
 }
+
+jf_ensure_alertmanager() {
+    # tests/test_alerts.py checks docker/alertmanager/alertmanager.yml with amtool and sends a
+    # firing alert through a real Alertmanager: Debian's `prometheus-alertmanager` package
+    # (amtool and the prometheus-alertmanager server). Installed when missing, as root or
+    # through non-interactive sudo; without them the tests cannot run, so this fails rather
+    # than letting them be skipped.
+    if command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1; then
+        return 0
+    fi
+    local -a sudo=()
+    local before pid
+    local hint="install Debian's prometheus-alertmanager package (apt-get install --no-install-recommends prometheus-alertmanager)"
+    command -v apt-get >/dev/null 2>&1 || jf_die "amtool and prometheus-alertmanager are missing and there is no apt-get: $hint or put both on the PATH"
+    if ((EUID != 0)); then
+        sudo -n true 2>/dev/null || jf_die "amtool and prometheus-alertmanager are missing and installing them needs root: $hint"
+        sudo=(sudo -n)
+    fi
+    jf_section "Installing Debian's prometheus-alertmanager package (amtool, prometheus-alertmanager)"
+    before="$(pgrep -x prometheus-aler 2>/dev/null || true)"
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null 2>&1; then
+        "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null ||
+            jf_die "could not install Debian's prometheus-alertmanager package: $hint"
+    fi
+    # The package may start its service (port 9093); the tests run their own on free ports.
+    if [[ -d /run/systemd/system ]]; then
+        "${sudo[@]}" systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/prometheus-alertmanager ]]; then
+        "${sudo[@]}" /etc/init.d/prometheus-alertmanager stop >/dev/null 2>&1 || true
+    fi
+    # pgrep matches the first 15 characters of the process name.
+    for pid in $(pgrep -x prometheus-aler 2>/dev/null || true); do
+        if ! grep -qx "$pid" <<<"$before"; then
+            "${sudo[@]}" kill "$pid" 2>/dev/null || true
+        fi
+    done
+    if ! command -v amtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+        jf_die "the prometheus-alertmanager package is installed but amtool or prometheus-alertmanager is not on the PATH"
+    fi
+}

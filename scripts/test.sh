@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
-# exit), promtool and prometheus (Debian's package, installed when missing), ruff format, ruff
-# check, mypy (the product, strict, and the tooling beside it), then pytest with coverage of the
-# product. Arguments go to pytest.
+# exit), promtool, prometheus, amtool and alertmanager (Debian's packages, installed when
+# missing), ruff format, ruff check, mypy (the product, strict, and the tooling beside it), then
+# pytest with coverage of the product. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 jf_ensure_venv
-# promtool and Prometheus, for tests/test_dashboards.py and tests/test_prometheus.py.
+# promtool and Prometheus, for tests/test_dashboards.py, tests/test_prometheus.py and
+# tests/test_alerts.py; amtool and Alertmanager, for tests/test_alerts.py.
 jf_ensure_prometheus
+jf_ensure_alertmanager
 
 services_env=.local/test-services.env
 

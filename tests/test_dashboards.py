@@ -1,30 +1,12 @@
 """Grafana's provisioning and the dashboards agree with each other and with the Prometheus
-datasource; promtool accepts prometheus.yml and alerts.yml, the alert unit tests of
-docker/prometheus/alerts.test.yml pass, and every rule carries what its runbook needs.
-
-promtool comes from Debian's `prometheus` package (./scripts/test.sh installs it).
+datasource. (The alert rules are checked by tests/test_alerts.py.)
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from tests.docker_files import (
-    ALERTS_TEST_YML,
-    ALERTS_YML,
-    COMPOSE,
-    DOCKER,
-    PROMETHEUS_YML,
-    PROVISIONING,
-    alert_rules,
-    dashboards,
-    load_yaml,
-    panels_of,
-    promtool,
-)
-
-SEVERITIES = {"critical", "warning", "info"}
+from tests.docker_files import COMPOSE, DOCKER, PROVISIONING, dashboards, load_yaml, panels_of
 
 
 def test_dashboards_are_provisioned_for_the_prometheus_datasource() -> None:
@@ -68,19 +50,3 @@ def test_dashboards_are_provisioned_for_the_prometheus_datasource() -> None:
             for target in panel["targets"]:
                 assert target["datasource"] == {"type": "prometheus", "uid": "prometheus"}
                 assert target["expr"].strip()
-
-
-def test_promtool_accepts_the_config_the_rules_and_their_unit_tests() -> None:
-    assert "SUCCESS" in promtool("check", "config", str(PROMETHEUS_YML))
-    assert "SUCCESS" in promtool("check", "rules", str(ALERTS_YML))
-    # Firing and quiet cases of the subtle rules (absent workers, paused queues, ratios).
-    promtool("test", "rules", ALERTS_TEST_YML.name, cwd=ALERTS_TEST_YML.parent)
-
-    for rule in alert_rules():
-        name = rule["alert"]
-        assert re.fullmatch(r"Jobfleet[A-Z]\w+", name)
-        assert "for" in rule, f"{name}: no `for`, it would fire on one evaluation"
-        assert rule["labels"]["severity"] in SEVERITIES, name
-        notes = rule["annotations"]
-        assert notes["summary"] and notes["description"], name
-        assert notes["runbook"] == f"docs/OPERATIONS.md#{name.lower()}", name
