@@ -105,3 +105,26 @@ jf_ensure_prometheus() {
         jf_die "the prometheus package is installed but promtool or prometheus is not on the PATH"
     fi
 }
+
+jf_ensure_docker_compose() {
+    # tests/test_compose.py renders docker/docker-compose.yml with `docker-compose config`
+    # (Debian's package, Compose 1.29: no Docker engine needed). Installed when missing, as
+    # root or through non-interactive sudo; without it those tests cannot run, so this fails.
+    if command -v docker-compose >/dev/null 2>&1; then
+        return 0
+    fi
+    local -a sudo=()
+    local hint="install Debian's docker-compose package (apt-get install --no-install-recommends docker-compose)"
+    command -v apt-get >/dev/null 2>&1 || jf_die "docker-compose is missing and there is no apt-get: $hint or put docker-compose 1.29 on the PATH"
+    if ((EUID != 0)); then
+        sudo -n true 2>/dev/null || jf_die "docker-compose is missing and installing it needs root: $hint"
+        sudo=(sudo -n)
+    fi
+    jf_section "Installing Debian's docker-compose package"
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1; then
+        "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null ||
+            jf_die "could not install Debian's docker-compose package: $hint"
+    fi
+    command -v docker-compose >/dev/null 2>&1 || jf_die "the docker-compose package is installed but docker-compose is not on the PATH"
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
-# exit), promtool and prometheus (Debian's package, installed when missing), ruff format, ruff
-# check, mypy (the product, strict, and the tooling beside it), then pytest with coverage of the
-# product. Arguments go to pytest.
+# exit), promtool, prometheus and docker-compose (Debian's packages, installed when missing),
+# ruff format, ruff check, mypy (the product, strict, and the tooling beside it), then pytest
+# with coverage of the product. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -11,6 +11,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 jf_ensure_venv
 # promtool and Prometheus, for tests/test_dashboards.py and tests/test_prometheus.py.
 jf_ensure_prometheus
+# docker-compose 1.29, for tests/test_compose.py.
+jf_ensure_docker_compose
 
 services_env=.local/test-services.env
 
