@@ -17,6 +17,7 @@ import re
 import shlex
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from psycopg2 import errors
 from app.api.lease import LeaseRequest
 from app.api.serve import STOP_SECONDS
 from app.cli import _parser
+from app.services import connections
 from app.settings import Settings
 from devtools.binaries import find_postgres_bin_dir
 from devtools.postgres_server import PrivatePostgres
@@ -436,6 +438,35 @@ def test_stops_outlast_the_drains() -> None:
     assert duration(services["postgres"]["stop_grace_period"]) >= 30
 
 
+def test_postgres_takes_the_connections_of_the_stack_and_of_its_documented_scaling() -> None:
+    """max_connections against the sizing formula (docs/OPERATIONS.md, "Sizing Postgres
+    connections"), with the settings the compose file gives when nothing is set."""
+    services = load_yaml(COMPOSE)["services"]
+    command = services["postgres"]["command"]
+    flags = dict(command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "-c")
+    max_connections = int(with_defaults(flags["max_connections"]))
+    given = {**services["api"]["environment"], **services["worker"]["environment"]}
+    settings = Settings(
+        **{
+            name: with_defaults(given[name.upper()])
+            for name in (
+                "api_workers",
+                "db_pool_size",
+                "db_max_overflow",
+                "worker_processes",
+                "worker_threads",
+            )
+            if name.upper() in given
+        }
+    )
+    reserved = 3  # superuser_reserved_connections
+    assert connections.deployment(settings, api_replicas=1, fleet_replicas=1) == 47
+    # The headroom docs/OPERATIONS.md promises, with room left for a few sessions by hand.
+    for api_replicas, fleet_replicas in ((1, 11), (5, 1)):
+        total = connections.deployment(settings, api_replicas, fleet_replicas)
+        assert total + reserved + 5 <= max_connections, (api_replicas, fleet_replicas)
+
+
 def test_the_test_compose_file_is_isolated() -> None:
     document = load_yaml(COMPOSE_TEST)
     services = document["services"]
@@ -617,6 +648,56 @@ def test_the_init_script_makes_an_owner_and_an_app_role_that_cannot_change_the_s
     assert scram_matches(verifier, "app-2") and not scram_matches(verifier, "app-1")
     ((verifier,),) = server.query(password_of, "jobfleet_owner")
     assert scram_matches(verifier, OWNER_PASSWORD)
+
+
+def test_migrate_works_as_the_owner_the_init_script_made(roles_server: RolesServer) -> None:
+    """The stack's first start on a new volume: the init script, then `migrate` as `migrate`
+    runs in Compose (its URLs from the secret files, through *_FILE)."""
+    server = roles_server
+    port = server.server.port
+    owner_url = f"postgresql+psycopg2://jobfleet_owner:owner-pw@127.0.0.1:{port}/jobfleet"
+    app_url = f"postgresql+psycopg2://jobfleet_app:app-pw@127.0.0.1:{port}/jobfleet"
+    made = server.run_script(owner_url, app_url)
+    assert made.returncode == 0, made.stderr
+    migrate = load_yaml(COMPOSE)["services"]["migrate"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE"))}
+    environment.update(
+        {k: v for k, v in migrate["environment"].items() if not k.endswith("_FILE")},
+        LOG_LEVEL="INFO",
+        MIGRATION_DATABASE_URL_FILE=str(server.secrets / "migration_database_url"),
+        DATABASE_URL_FILE=str(server.secrets / "database_url"),
+    )
+    migrated = subprocess.run(
+        [sys.executable, "-m", "app", *command_of(migrate)],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    # The owner owns every table; the app role may use their rows and change none of them.
+    tables = server.query(
+        "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'",
+        database="jobfleet",
+    )
+    assert {"jobs", "job_attempts", "api_keys", "alembic_version"} <= {t for t, _ in tables}
+    assert {owner for _, owner in tables} == {"jobfleet_owner"}
+    app = server.connect("jobfleet_app")
+    try:
+        with app.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM jobs")
+            assert cursor.fetchone() == (0,)
+            cursor.execute(
+                "SELECT has_table_privilege('jobs', 'INSERT, UPDATE, DELETE'),"
+                " has_table_privilege('jobs', 'TRUNCATE')"
+            )
+            assert cursor.fetchone() == (True, False)
+        with app.cursor() as cursor, pytest.raises(errors.InsufficientPrivilege):
+            cursor.execute("ALTER TABLE jobs ADD COLUMN mine int")
+    finally:
+        app.close()
 
 
 @pytest.mark.parametrize(
