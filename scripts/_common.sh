@@ -54,95 +54,64 @@ jf_ensure_venv() {
     fi
 }
 
-jf_service_prometheus_pids() {
-    # Process ids of Prometheus servers running the package's own configuration (the service),
-    # one a line: not the tests' servers, which are given a --config.file of their own.
-    local pid args
-    for pid in $(pgrep -x prometheus 2>/dev/null || true); do
+jf_service_pids() {
+    # Process ids of a Debian package's own service (started by its install), one a line: the
+    # processes named $1 that do not run a --config.file of their own, as the tests' servers do.
+    local name=$1 pid args
+    for pid in $(pgrep -x "${name:0:15}" 2>/dev/null || true); do
         args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
-        if [[ "$args" != *--config.file* || "$args" == *--config.file=/etc/prometheus/* ]]; then
+        if [[ "$args" != *--config.file* || "$args" == *--config.file=/etc/* ]]; then
             printf '%s\n' "$pid"
         fi
     done
 }
 
-jf_ensure_prometheus() {
-    # tests/test_dashboards.py and tests/test_prometheus.py need promtool and a real Prometheus
-    # server: Debian's `prometheus` package. Installed when missing (as root, or through
-    # non-interactive sudo); without them the tests cannot run, so this fails rather than
-    # letting them be skipped.
-    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-        return 0
-    fi
+jf_ensure_debian_package() {
+    # jf_ensure_debian_package PACKAGE "WHO NEEDS IT" COMMAND... : installs Debian's PACKAGE
+    # (without recommends) when one of the COMMANDs is missing, as root or through
+    # non-interactive sudo, and stops the service the package may start, so that the tests'
+    # own servers find their ports free. Without the commands the tests that need them cannot
+    # run, so this fails rather than letting them be skipped.
+    local package=$1 purpose=$2
+    shift 2
+    local command missing=0 before pid
+    for command in "$@"; do
+        command -v "$command" >/dev/null 2>&1 || missing=1
+    done
+    ((missing)) || return 0
     local -a sudo=()
-    local before pid
-    local hint="install Debian's prometheus package (apt-get install --no-install-recommends prometheus)"
-    command -v apt-get >/dev/null 2>&1 || jf_die "promtool and prometheus are missing and there is no apt-get: $hint or put both on the PATH"
+    local hint="install Debian's $package package (apt-get install --no-install-recommends $package)"
+    command -v apt-get >/dev/null 2>&1 || jf_die "$* missing ($purpose) and there is no apt-get: $hint or put them on the PATH"
     if ((EUID != 0)); then
-        sudo -n true 2>/dev/null || jf_die "promtool and prometheus are missing and installing them needs root: $hint"
+        sudo -n true 2>/dev/null || jf_die "$* missing ($purpose) and installing them needs root: $hint"
         sudo=(sudo -n)
     fi
-    jf_section "Installing Debian's prometheus package (promtool, prometheus)"
-    before="$(jf_service_prometheus_pids)"
-    # Without recommends: no node exporter (it would take port 9100, the fleet's metrics port).
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
+    jf_section "Installing Debian's $package package ($*)"
+    before="$(jf_service_pids "$package")"
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null 2>&1; then
         "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
-            jf_die "could not install Debian's prometheus package: $hint"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null ||
+            jf_die "could not install Debian's $package package: $hint"
     fi
-    # The package may start its service (port 9090); the tests run their own on free ports.
     if [[ -d /run/systemd/system ]]; then
-        "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
-    elif [[ -x /etc/init.d/prometheus ]]; then
-        "${sudo[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        "${sudo[@]}" systemctl disable --now "$package" >/dev/null 2>&1 || true
+    elif [[ -x "/etc/init.d/$package" ]]; then
+        "${sudo[@]}" "/etc/init.d/$package" stop >/dev/null 2>&1 || true
     fi
-    for pid in $(jf_service_prometheus_pids); do
+    for pid in $(jf_service_pids "$package"); do
         if ! grep -qx "$pid" <<<"$before"; then
             "${sudo[@]}" kill "$pid" 2>/dev/null || true
         fi
     done
-    if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-        jf_die "the prometheus package is installed but promtool or prometheus is not on the PATH"
-    fi
+    for command in "$@"; do
+        command -v "$command" >/dev/null 2>&1 || jf_die "the $package package is installed but $command is not on the PATH"
+    done
 }
 
-jf_ensure_alertmanager() {
-    # tests/test_alerts.py checks docker/alertmanager/alertmanager.yml with amtool and sends a
-    # firing alert through a real Alertmanager: Debian's `prometheus-alertmanager` package
-    # (amtool and the prometheus-alertmanager server). Installed when missing, as root or
-    # through non-interactive sudo; without them the tests cannot run, so this fails rather
-    # than letting them be skipped.
-    if command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1; then
-        return 0
-    fi
-    local -a sudo=()
-    local before pid
-    local hint="install Debian's prometheus-alertmanager package (apt-get install --no-install-recommends prometheus-alertmanager)"
-    command -v apt-get >/dev/null 2>&1 || jf_die "amtool and prometheus-alertmanager are missing and there is no apt-get: $hint or put both on the PATH"
-    if ((EUID != 0)); then
-        sudo -n true 2>/dev/null || jf_die "amtool and prometheus-alertmanager are missing and installing them needs root: $hint"
-        sudo=(sudo -n)
-    fi
-    jf_section "Installing Debian's prometheus-alertmanager package (amtool, prometheus-alertmanager)"
-    before="$(pgrep -x prometheus-aler 2>/dev/null || true)"
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null 2>&1; then
-        "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null ||
-            jf_die "could not install Debian's prometheus-alertmanager package: $hint"
-    fi
-    # The package may start its service (port 9093); the tests run their own on free ports.
-    if [[ -d /run/systemd/system ]]; then
-        "${sudo[@]}" systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
-    elif [[ -x /etc/init.d/prometheus-alertmanager ]]; then
-        "${sudo[@]}" /etc/init.d/prometheus-alertmanager stop >/dev/null 2>&1 || true
-    fi
-    # pgrep matches the first 15 characters of the process name.
-    for pid in $(pgrep -x prometheus-aler 2>/dev/null || true); do
-        if ! grep -qx "$pid" <<<"$before"; then
-            "${sudo[@]}" kill "$pid" 2>/dev/null || true
-        fi
-    done
-    if ! command -v amtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
-        jf_die "the prometheus-alertmanager package is installed but amtool or prometheus-alertmanager is not on the PATH"
-    fi
+jf_ensure_test_tools() {
+    # Without recommends, prometheus brings no node exporter (it would take port 9100, the
+    # fleet's metrics port).
+    jf_ensure_debian_package prometheus "tests/test_dashboards.py, test_prometheus.py, test_alerts.py" promtool prometheus
+    jf_ensure_debian_package prometheus-alertmanager "tests/test_alerts.py, test_prometheus.py" amtool prometheus-alertmanager
+    jf_ensure_debian_package docker-compose "tests/test_compose.py renders the compose file" docker-compose
 }

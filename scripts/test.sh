@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
-# exit), promtool, prometheus, amtool and alertmanager (Debian's packages, installed when
-# missing), ruff format, ruff check, mypy (the product, strict, and the tooling beside it), then
-# pytest with coverage of the product. Arguments go to pytest.
+# exit), the test tools from Debian's packages (promtool, prometheus, amtool, alertmanager,
+# docker-compose; installed when missing), ruff format, ruff check, mypy (the product, strict,
+# and the tooling beside it), then pytest with coverage of the product. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 jf_ensure_venv
-# promtool and Prometheus, for tests/test_dashboards.py, tests/test_prometheus.py and
-# tests/test_alerts.py; amtool and Alertmanager, for tests/test_alerts.py.
-jf_ensure_prometheus
-jf_ensure_alertmanager
+jf_ensure_test_tools
 
 services_env=.local/test-services.env
 

@@ -1,9 +1,11 @@
 """The operator artifacts under docker/ as the tests read them: paths, YAML, the dashboards'
-panels and their PromQL, the alert rules, promtool, and the metric names the app exports."""
+panels and their PromQL, the alert rules, promtool, the metric names the app exports, and the
+Compose files as Compose reads them (interpolation, `docker-compose config`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +27,11 @@ DASHBOARDS = DOCKER / "grafana" / "dashboards"
 PROVISIONING = DOCKER / "grafana" / "provisioning"
 COMPOSE = DOCKER / "docker-compose.yml"
 COMPOSE_TEST = DOCKER / "docker-compose-test.yml"
+POSTGRES_ROLES_SCRIPT = DOCKER / "postgres" / "jobfleet-roles.sh"
+COMPOSE_SECRETS_SCRIPT = ROOT / "scripts" / "compose-secrets.sh"
+
+# Compose's interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ...
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
 def load_yaml(path: Path) -> Any:
@@ -88,3 +95,27 @@ def exported_names(ctx: Context) -> set[str]:
     for family in [*registry.collect(), *FleetGauges(ctx).collect()]:
         names.update(family.name + suffix for suffix in suffixes[family.type])
     return names
+
+
+def with_defaults(value: str) -> str:
+    """`value` as Compose renders it when no variable is set: ${NAME:-default} is its default,
+    ${NAME} is empty. A required ${NAME:?message} fails the test."""
+
+    def default(match: re.Match[str]) -> str:
+        assert match["op"] in (None, "-", ":-"), f"{match[0]} has no default: it is required"
+        return match["arg"] or ""
+
+    return INTERPOLATION.sub(default, value)
+
+
+def docker_compose(path: Path, env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose` (Debian's package, 1.29) on the compose file `path`, with `env_file` in
+    place of docker/.env and none of the caller's variables: only what the file says counts."""
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(env_file), "--file", str(path), *args],
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
