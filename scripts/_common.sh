@@ -2,8 +2,10 @@
 # Shared by dev.sh and test.sh (sourced, not run): the repository root and its virtualenv.
 #
 # PYTHON picks the interpreter that creates .venv (default: python3.11, else python3 when it is
-# 3.11 or newer). The requirements are installed again only when requirements.txt or
-# requirements-dev.txt changed since the last install (their hash is kept in .venv).
+# 3.11 or newer). The runtime packages come from requirements.lock, as in the image (the same
+# versions, checked against their hashes), then the tools of requirements-dev.txt. They are
+# installed again only when a requirements file changed since the last install (their hash is
+# kept in .venv).
 
 JF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$JF_ROOT"
@@ -34,7 +36,7 @@ jf_python() {
 
 jf_requirements_hash() {
     # The Python version counts too: a venv rebuilt for another interpreter needs a reinstall.
-    { cat requirements.txt requirements-dev.txt; .venv/bin/python -VV; } | sha256sum | cut -d' ' -f1
+    { cat requirements.txt requirements.lock requirements-dev.txt; .venv/bin/python -VV; } | sha256sum | cut -d' ' -f1
 }
 
 jf_ensure_venv() {
@@ -48,7 +50,10 @@ jf_ensure_venv() {
     stamp=.venv/.jobfleet-requirements.sha256
     wanted="$(jf_requirements_hash)"
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
-        jf_section "Installing requirements-dev.txt into .venv"
+        jf_section "Installing requirements.lock and requirements-dev.txt into .venv"
+        # The lock first: the tests run the versions the image ships. requirements-dev.txt then
+        # adds the tools; the runtime pins it repeats are already satisfied.
+        .venv/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
         .venv/bin/python -m pip install --quiet -r requirements-dev.txt
         printf '%s\n' "$wanted" >"$stamp"
     fi
