@@ -119,4 +119,7 @@ jf_ensure_test_tools() {
     jf_ensure_debian_package prometheus "tests/test_dashboards.py, test_prometheus.py, test_alerts.py" promtool prometheus
     jf_ensure_debian_package prometheus-alertmanager "tests/test_alerts.py, test_prometheus.py" amtool prometheus-alertmanager
     jf_ensure_debian_package docker-compose "tests/test_compose.py renders the compose file" docker-compose
+    # Their version must be at least the test server's major version (pg_dump refuses a newer
+    # server).
+    jf_ensure_debian_package postgresql-client "tests/test_backup.py runs scripts/backup.sh and restore.sh" pg_dump pg_restore psql
 }
