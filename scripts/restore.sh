@@ -30,6 +30,8 @@ Where the database is (one of):
                        out: for a server without the roles of the dumped one (migrate then
                        grants the app's role what it needs, when MIGRATION_DATABASE_URL is set).
   --no-migrate         leave the schema as the dump had it.
+
+Without --compose, migrate runs from this checkout with APP_PYTHON, else .venv/bin/python.
   -h, --help           this text
 EOF
 }
@@ -122,7 +124,8 @@ if [[ "$mode" == compose ]]; then
     fi
     "${JF_COMPOSE[@]}" run --rm --no-deps migrate || jf_die "the migrate service failed on $(jf_where)"
 else
-    python="${PYTHON:-}"
+    # The interpreter with the app's dependencies: APP_PYTHON, else the checkout's .venv.
+    python="${APP_PYTHON:-}"
     if [[ -z "$python" ]]; then
         python=python3
         [[ -x "$JF_ROOT/.venv/bin/python" ]] && python="$JF_ROOT/.venv/bin/python"

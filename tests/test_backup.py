@@ -66,7 +66,7 @@ def statuses(database_url: str) -> dict[str, str]:
 def script(name: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run scripts/<name> as an operator would (no database variables of the tests' own)."""
     environment = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
-    environment.update(PYTHON=sys.executable, **env)
+    environment.update(APP_PYTHON=sys.executable, **env)
     return subprocess.run(
         [str(ROOT / "scripts" / name), *args],
         cwd=cwd,
