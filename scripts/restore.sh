@@ -73,6 +73,9 @@ else
     JF_DATABASE="${database:-$JF_DATABASE}"
 fi
 jf_check_database_name "$JF_DATABASE"
+case "$JF_DATABASE" in
+    postgres | template0 | template1) jf_die "$JF_DATABASE is a database of the server itself: restore into a database of Jobfleet's" ;;
+esac
 
 # The archive must be readable by this pg_restore (an archive from a newer pg_dump is not).
 jf_pg pg_restore --list <"$dump" >/dev/null ||
@@ -85,6 +88,9 @@ if [[ "$exists" == 1 ]]; then
     relations="$(jf_psql "$JF_DATABASE" <<<"SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%';")"
     if [[ "$relations" != 0 ]]; then
         "$replace" || jf_die "$(jf_where) is not empty ($relations tables, indexes and sequences): restore into a new database (--database NAME), or give --replace to drop and recreate it"
+        may_create="$(jf_psql postgres <<<"SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user;")"
+        [[ "$may_create" == t ]] ||
+            jf_die "--replace drops $(jf_where) and creates it again, and this role may not create databases: give the URL of one that may (a superuser) with --url"
         owner="$(jf_psql postgres "name=$JF_DATABASE" <<<"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';")"
         printf 'dropping %s (owner %s)\n' "$(jf_where)" "$owner"
         # No FORCE: a process still connected makes this fail, rather than lose its work.
@@ -94,6 +100,9 @@ if [[ "$exists" == 1 ]]; then
     fi
 fi
 if [[ "$exists" != 1 ]]; then
+    may_create="$(jf_psql postgres <<<"SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user;")"
+    [[ "$may_create" == t ]] ||
+        jf_die "$(jf_where) must be created, and this role may not create databases: give the URL of one that may (a superuser) with --url"
     # From template0: nothing that was added to template1 can collide with the dump. The owner
     # of a replaced database stays its owner.
     if [[ -n "$owner" ]]; then
@@ -109,6 +118,26 @@ jf_pg_on "$JF_DATABASE" pg_restore --exit-on-error --single-transaction "${resto
 revision="$(jf_psql "$JF_DATABASE" <<<"SELECT string_agg(version_num, ',') FROM alembic_version;")"
 counts="$(jf_psql "$JF_DATABASE" <<<"SELECT (SELECT count(*) FROM jobs) || ' jobs, ' || (SELECT count(*) FROM job_attempts) || ' attempts';")"
 printf 'restored %s into %s: %s, schema revision %s\n' "$dump" "$(jf_where)" "$counts" "$revision"
+
+# The database belongs to the owner of its tables, as migrate expects (on Postgres 15 and later
+# only the database's owner may create tables in its public schema).
+tables_owner="$(jf_psql "$JF_DATABASE" <<<"SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'jobs';")"
+database_owner="$(jf_psql postgres "name=$JF_DATABASE" <<<"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';")"
+if [[ -n "$tables_owner" && "$tables_owner" != "$database_owner" ]]; then
+    if jf_psql postgres "name=$JF_DATABASE" "owner=$tables_owner" <<<'ALTER DATABASE :"name" OWNER TO :"owner";'; then
+        printf 'the database now belongs to %s, the owner of its tables\n' "$tables_owner"
+    else
+        printf 'warning: %s belongs to %s, its tables to %s: make them agree as a superuser\n' \
+            "$(jf_where)" "$database_owner" "$tables_owner" >&2
+    fi
+fi
+# Grants on the database itself are not in a dump: in the Compose stack its roles script makes
+# them again (only the two roles may connect), and gives any table of another owner to the owner.
+if [[ "$mode" == compose && "$JF_DATABASE" == jobfleet ]]; then
+    # shellcheck disable=SC2016 # expanded by the service's shell
+    "${JF_COMPOSE[@]}" exec -T "$JF_SERVICE" sh -c 'if [ -f "$0" ]; then exec bash "$0"; fi' \
+        /docker-entrypoint-initdb.d/jobfleet-roles.sh || jf_die "the roles script of the stack failed on $(jf_where)"
+fi
 
 if ! "$migrate"; then
     printf 'not migrated (--no-migrate): run "python -m app migrate" before starting this release on it\n'
@@ -130,19 +159,19 @@ else
         python=python3
         [[ -x "$JF_ROOT/.venv/bin/python" ]] && python="$JF_ROOT/.venv/bin/python"
     fi
-    # The app's settings name the restored database: the URL given (or the configured ones,
-    # pointed at --database). Settings files are not read for them: the variables win.
-    target_url="$url"
-    [[ -z "$database" ]] || target_url="$(jf_url_with_database "$url" "$JF_DATABASE")"
-    app_url="$target_url"
-    if [[ "$JF_URL_SOURCE" == MIGRATION_DATABASE_URL ]]; then
-        app_url="$(jf_setting DATABASE_URL)"
-        [[ -z "$app_url" || -z "$database" ]] || app_url="$(jf_url_with_database "$app_url" "$JF_DATABASE")"
-    fi
+    # migrate runs as the app is configured (MIGRATION_DATABASE_URL and DATABASE_URL, or their
+    # *_FILE), pointed at the restored database, so that tables a migration adds belong to the
+    # owner and the app's role is granted; with nothing configured, as the restoring URL.
+    migration_url="$(jf_setting MIGRATION_DATABASE_URL)" || exit 1
+    app_url="$(jf_setting DATABASE_URL)" || exit 1
+    [[ -n "$migration_url" ]] || migration_url="${app_url:-$url}"
+    [[ -n "$app_url" ]] || app_url="$migration_url"
+    migration_url="$(jf_url_with_database "$migration_url" "$JF_DATABASE")"
+    app_url="$(jf_url_with_database "$app_url" "$JF_DATABASE")"
     (
         cd "$JF_ROOT"
         unset DATABASE_URL_FILE MIGRATION_DATABASE_URL_FILE
-        export MIGRATION_DATABASE_URL="$target_url" DATABASE_URL="${app_url:-$target_url}"
+        export MIGRATION_DATABASE_URL="$migration_url" DATABASE_URL="$app_url"
         "$python" -m app migrate
     ) || jf_die "python -m app migrate failed on $(jf_where)"
 fi

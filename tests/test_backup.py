@@ -53,6 +53,16 @@ def scalar(database_url: str, sql: str) -> Any:
         engine.dispose()
 
 
+def execute(database_url: str, statement: str) -> None:
+    """A statement outside a transaction (CREATE DATABASE, roles)."""
+    engine = create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 def statuses(database_url: str) -> dict[str, str]:
     engine = create_engine(database_url, poolclass=NullPool)
     try:
@@ -173,7 +183,7 @@ def test_a_database_that_holds_tables_is_replaced_only_when_asked(
     backup(settings.database_url, dump)
     assert restore(fresh_url, dump).returncode == 0
     # Work done on the restored database since: a second restore must not silently undo it.
-    scalar(fresh_url, "UPDATE jobs SET status = 'cancelled' RETURNING id")
+    execute(fresh_url, "UPDATE jobs SET status = 'cancelled'")
     changed = rows(fresh_url, "jobs")
 
     refused = restore(fresh_url, dump)
@@ -232,6 +242,88 @@ def test_a_file_that_is_no_dump_or_no_jobfleet_database_is_refused(
     assert refused.returncode == 1 and "cannot be read" in refused.stderr
     exists = f"SELECT count(*) FROM pg_database WHERE datname = '{make_url(fresh_url).database}'"
     assert scalar(settings.database_url, exists) == 0, "a database was made for nothing"
+
+    # The server's own databases hold no tables, and are no place for a restore all the same.
+    backup(settings.database_url, tmp_path / "jobfleet.dump")
+    for database in ("postgres", "template1"):
+        server_own = restore(with_database(fresh_url, database), tmp_path / "jobfleet.dump")
+        assert server_own.returncode == 1 and "of the server itself" in server_own.stderr
+
+
+def url_as(database_url: str, user: str, database: str) -> str:
+    return (
+        make_url(database_url)
+        .set(username=user, password=None, database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture
+def roles(settings: Settings) -> Iterator[tuple[str, str]]:
+    """An owner role that may not create databases and a login-only app role, as the Compose
+    stack makes them; dropped at the end (after the databases of the test)."""
+    run = uuid.uuid4().hex[:8]
+    owner, app = f"jf_backup_owner_{run}", f"jf_backup_app_{run}"
+    superuser = url_as(settings.database_url, "postgres", "postgres")
+    execute(superuser, f"CREATE ROLE {owner} LOGIN NOCREATEDB")
+    execute(superuser, f"CREATE ROLE {app} LOGIN")
+    yield owner, app
+    execute(superuser, f"DROP ROLE {app}")
+    execute(superuser, f"DROP ROLE {owner}")
+
+
+def test_a_restore_keeps_the_two_roles_and_migrates_as_the_configured_owner(
+    settings: Settings, roles: tuple[str, str], fresh_url: str, tmp_path: Path
+) -> None:
+    owner, app = roles
+    name = f"{make_url(fresh_url).database}_src"
+    owner_url, app_url = url_as(fresh_url, owner, name), url_as(fresh_url, app, name)
+    superuser = url_as(fresh_url, "postgres", "postgres")
+    execute(superuser, f"CREATE DATABASE {name} OWNER {owner}")
+    on_source = settings.model_copy(
+        update={"database_url": app_url, "key_prefix": f"{settings.key_prefix}s"}
+    )
+    configured = {"MIGRATION_DATABASE_URL": owner_url, "DATABASE_URL": app_url}
+    try:
+        migrate(app_url, migration_url=owner_url)
+        context = Context(on_source)
+        try:
+            submit(context, task="noop")  # as the app role
+        finally:
+            context.close()
+        # The configured owner dumps; no URL given.
+        dumped = script("backup.sh", "-o", "roles.dump", cwd=tmp_path, **configured)
+        assert dumped.returncode == 0, dumped.stderr
+        # The owner may not create the fresh database: refused before anything is touched.
+        fresh = make_url(fresh_url).database or ""
+        refused = restore(url_as(fresh_url, owner, fresh), tmp_path / "roles.dump")
+        assert refused.returncode == 1 and "may not create databases" in refused.stderr
+
+        restored = script(
+            "restore.sh", "--url", superuser, "--database", fresh, "roles.dump",
+            cwd=tmp_path, **configured,
+        )  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+        assert rows(fresh_url, "jobs") == rows(url_as(fresh_url, "postgres", name), "jobs")
+        # As the source was: the owner's database and tables; the app role granted the rows,
+        # not the schema (migrate ran as the configured owner, pointed at the restored copy).
+        assert (
+            scalar(
+                fresh_url,
+                "SELECT pg_get_userbyid(datdba) || ' ' || (SELECT tableowner FROM pg_tables "
+                "WHERE tablename = 'jobs') FROM pg_database WHERE datname = current_database()",
+            )
+            == f"{owner} {owner}"
+        )
+        assert f"granted role {app}" in restored.stdout
+        assert scalar(
+            fresh_url,
+            f"SELECT has_table_privilege('{app}', 'jobs', 'INSERT') "
+            f"AND NOT has_schema_privilege('{app}', 'public', 'CREATE')",
+        )
+    finally:
+        drop_database(url_as(fresh_url, "postgres", name))
+        erase(on_source.model_copy(update={"database_url": url_as(fresh_url, "postgres", name)}))
 
 
 # Stands in for the Docker CLI, which has no engine to talk to here: `compose ... exec -T
