@@ -11,15 +11,18 @@ Usage: scripts/restore.sh [--url URL | --compose [--compose-file FILE]] [--datab
                           [--replace] [--no-owner] [--no-migrate] DUMP
 
 Restore DUMP (made by scripts/backup.sh) into a database that does not exist yet (it is
-created) or holds no tables, in one transaction: all of it or nothing. Then `python -m app
-migrate` brings it to this release's schema when the dump is older, and grants the app's role
-its rights again.
+created, which needs a role allowed to create databases) or holds no tables, in one
+transaction: all of it or nothing. Then `python -m app migrate`, with the configured
+MIGRATION_DATABASE_URL and DATABASE_URL pointed at that database (or the URL given when none
+is configured), brings it to this release's schema when the dump is older, and grants the
+app's role its rights again.
 
 Where the database is (one of):
   --url URL            a SQLAlchemy or libpq URL, restored with this machine's pg_restore.
                        Default: MIGRATION_DATABASE_URL, else DATABASE_URL (or their *_FILE).
   --compose            the compose stack's Postgres: pg_restore runs inside its postgres
-                       service, as its superuser; then the stack's migrate service runs.
+                       service, as its superuser; then the stack's roles script
+                       (docker/postgres/jobfleet-roles.sh) and its migrate service run.
   --compose-file FILE  that stack's compose file (default docker/docker-compose.yml).
 
   --database NAME      restore into NAME on the same server instead of the URL's database
@@ -27,8 +30,7 @@ Where the database is (one of):
   --replace            the database exists and holds tables: drop it and create it again.
                        Stop every API, fleet and maintenance process using it first.
   --no-owner           objects belong to the restoring role and the dump's grants are left
-                       out: for a server without the roles of the dumped one (migrate then
-                       grants the app's role what it needs, when MIGRATION_DATABASE_URL is set).
+                       out: for a server without the roles of the dumped one.
   --no-migrate         leave the schema as the dump had it.
 
 Without --compose, migrate runs from this checkout with APP_PYTHON, else .venv/bin/python.
