@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.domain.filters import JobFilter
+from app.domain.filters import JobQuery
 from app.domain.records import (
     AttemptRecord,
     BriefJob,
     Claimed,
+    JobMatches,
     JobRecord,
     KeyRecord,
     QueueCounts,
@@ -25,6 +26,7 @@ from app.services import auth, execution, jobs
 from app.services.context import Context
 from app.store import jobs as job_store
 from app.store import keys as key_store
+from app.store import search as search_store
 
 
 def test_the_brief_reader_puts_each_column_in_its_field() -> None:
@@ -60,7 +62,7 @@ def test_the_store_hands_back_records(ctx: Context) -> None:
     with ctx.db.transaction() as session:
         job = job_store.get_job(session, submitted.record.id, "acme")
         (attempt,) = job_store.attempts_of(session, submitted.record.id)
-        listed, total = job_store.list_jobs(session, JobFilter("acme"), 10, 0, None)
+        found = search_store.search_jobs(session, JobQuery("acme"), 10)
         by_key = job_store.get_by_idempotency_keys(session, "acme", ["k"], full=True)
         counts = job_store.queue_counts(session)
         gauges = job_store.cheap_counts(session)
@@ -68,7 +70,8 @@ def test_the_store_hands_back_records(ctx: Context) -> None:
     assert isinstance(job, JobRecord) and job.status is JobStatus.COMPLETED
     assert job.result == {"ok": True} and job.payload == {"n": 1}
     assert isinstance(attempt, AttemptRecord) and attempt.outcome == AttemptOutcome.COMPLETED
-    assert total == 2 and all(isinstance(j, JobRecord) for j in listed)
+    assert isinstance(found, JobMatches) and found.total == 2 and found.total_exact
+    assert all(isinstance(j, JobRecord) for j in found.jobs)
     assert isinstance(by_key["k"], JobRecord) and by_key["k"].id == brief.record.id
     assert counts == [
         QueueCounts("default", {"completed": 1, "queued": 1}, counts[0].oldest_queued_at)

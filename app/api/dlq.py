@@ -11,10 +11,10 @@ from app.api.bodies import JsonRoute
 from app.api.deps import ContextDep, Reader, Writer
 from app.api.jobs import NO_JOB, NOT_NOW
 from app.api.paging import Page
-from app.domain.filters import JobFilter
+from app.domain.filters import JobQuery
 from app.domain.schemas import JobOut, JobPage, QueueName, TaskName
 from app.domain.states import JobStatus
-from app.services import dlq, jobs
+from app.services import dlq, search
 
 router = APIRouter(prefix="/dlq", tags=["dead-letter queue"], route_class=JsonRoute)
 
@@ -41,8 +41,8 @@ def list_dead_letters(
     queue: QueueName | None = None,
     task: TaskName | None = None,
 ) -> JobPage:
-    where = JobFilter(principal.tenant_filter, JobStatus.FAILED, queue, task)
-    return jobs.list_page(ctx, principal, where, page.limit, page.offset, page.cursor)
+    where = JobQuery(principal.tenant_filter, JobStatus.FAILED, queue, task)
+    return search.search(ctx, principal, where, page.limit, page.cursor, page.offset)
 
 
 @router.post("/replay")

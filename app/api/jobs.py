@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app.api.bodies import JsonRoute
@@ -14,7 +14,7 @@ from app.api.openapi import Responses
 from app.api.paging import Page
 from app.api.problems import invalid_item, problem_body
 from app.domain.errors import InvalidRequest, JobfleetError
-from app.domain.filters import JobFilter
+from app.domain.filters import ErrorFilter, JobQuery, PayloadFilter, TenantName, parse_containment
 from app.domain.schemas import (
     MAX_BATCH,
     BatchItem,
@@ -28,7 +28,8 @@ from app.domain.schemas import (
     TaskName,
 )
 from app.domain.states import JobStatus
-from app.services import jobs
+from app.domain.values import UtcDatetime
+from app.services import jobs, search
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JsonRoute)
 
@@ -121,9 +122,40 @@ def list_jobs(
     status: JobStatus | None = None,
     queue: QueueName | None = None,
     task: TaskName | None = None,
+    tenant: Annotated[
+        TenantName | None,
+        Query(
+            description="Admin keys: only this tenant's jobs. A producer key may name only its own."
+        ),
+    ] = None,
+    created_after: Annotated[
+        UtcDatetime | None, Query(description="Created at or after: ISO 8601 with a UTC offset")
+    ] = None,
+    created_before: Annotated[
+        UtcDatetime | None, Query(description="Created before: ISO 8601 with a UTC offset")
+    ] = None,
+    job_id: Annotated[uuid.UUID | None, Query(alias="id", description="This job only")] = None,
+    idempotency_key: Annotated[
+        IdempotencyKey | None, Query(description="The job submitted with this key")
+    ] = None,
+    payload: PayloadFilter | None = None,
+    error: ErrorFilter | None = None,
 ) -> JobPage:
-    where = JobFilter(tenant=principal.tenant_filter, status=status, queue=queue, task=task)
-    return jobs.list_page(ctx, principal, where, page.limit, page.offset, page.cursor)
+    """Jobs newest first, narrowed by every filter given. `total` counts the matches up to
+    10,000 (`total_exact` is false beyond); pages continue with `cursor`."""
+    query = JobQuery(
+        tenant=tenant,
+        status=status,
+        queue=queue,
+        task=task,
+        created_after=created_after,
+        created_before=created_before,
+        job_id=job_id,
+        idempotency_key=idempotency_key,
+        payload_contains=None if payload is None else parse_containment(payload),
+        error_contains=error,
+    )
+    return search.search(ctx, principal, query, page.limit, page.cursor, page.offset)
 
 
 @router.get("/{job_id}", responses=NO_JOB)

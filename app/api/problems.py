@@ -110,8 +110,9 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for e in exc.errors():
         loc, msg = list(e.get("loc", ())), str(e.get("msg", ""))
-        if e.get("type") == "json_invalid":
-            # FastAPI puts the character position in `loc`; it belongs in the message.
+        if e.get("type") == "json_invalid" and loc[:1] == ["body"]:
+            # FastAPI puts the character position in `loc`; it belongs in the message. (A query
+            # parameter holding JSON text says what is wrong with it itself.)
             position = loc[1] if len(loc) > 1 else 0
             reason = (e.get("ctx") or {}).get("error", "")
             loc, msg = (

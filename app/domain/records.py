@@ -60,6 +60,15 @@ class BriefJob(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class JobMatches:
+    """One page of a search, and how many jobs match in all."""
+
+    jobs: list[JobRecord]
+    total: int  # every match, or the cap when more match
+    total_exact: bool  # False: more than `total` match
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One finished attempt of a job (a `job_attempts` row)."""
 

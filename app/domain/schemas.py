@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.domain.filters import TOTAL_CAP
 from app.domain.states import AttemptOutcome, JobStatus
 from app.domain.values import INT32_MAX, MAX_JSON_DEPTH, StoredJson, StoredText, UtcDatetime
 
@@ -126,7 +127,10 @@ class JobDetail(JobOut):
 
 class JobPage(BaseModel):
     items: list[JobOut]
-    total: int
+    total: int = Field(description=f"Jobs that match; {TOTAL_CAP:,} when more match")
+    total_exact: bool = Field(
+        True, description=f"False when more than `total` jobs match (counted up to {TOTAL_CAP:,})"
+    )
     limit: int
     offset: int
     next_cursor: str | None = None

@@ -13,11 +13,9 @@ from sqlalchemy.exc import DataError, IntegrityError
 from uuid_utils.compat import uuid7
 
 from app.dispatch.push import Announcement, announce
-from app.domain.cursor import decode_cursor, encode_cursor
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
-from app.domain.filters import JobFilter
 from app.domain.records import BriefJob, JobRecord
-from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut, JobPage
+from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut
 from app.domain.states import DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
 from app.metrics import metrics
@@ -203,22 +201,6 @@ def get(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobDetail:
         return JobDetail.model_validate(
             {**JobOut.model_validate(job).model_dump(), "history": history}
         )
-
-
-def list_page(
-    ctx: Context,
-    principal: Principal,
-    where: JobFilter,
-    limit: int,
-    offset: int,
-    cursor: str | None,
-) -> JobPage:
-    after = decode_cursor(cursor) if cursor else None
-    with ctx.db.transaction() as session:
-        rows, total = job_store.list_jobs(session, where, limit, offset, after)
-        items = [JobOut.model_validate(row) for row in rows]
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(items) == limit else None
-    return JobPage(items=items, total=total, limit=limit, offset=offset, next_cursor=next_cursor)
 
 
 def _refuse(

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, and_, delete, func, or_, select, text
+from sqlalchemy import Row, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from app.domain.filters import JobFilter
@@ -147,6 +147,9 @@ def get_by_idempotency_keys(
 
 
 _JOB = [getattr(Job, name) for name in _JOB_FIELDS]
+# For the other query modules of the store: every column of a job, and its record.
+JOB_SELECTION = _JOB
+job_record = _job
 
 
 def get_job(session: Session, job_id: uuid.UUID, tenant: str | None) -> JobRecord | None:
@@ -180,46 +183,6 @@ def attempts_of(session: Session, job_id: uuid.UUID) -> list[AttemptRecord]:
         .order_by(JobAttempt.id)
     )
     return [AttemptRecord(*row) for row in rows]
-
-
-_Selected = TypeVar("_Selected", bound=Select[Any])
-
-
-def _filtered(statement: _Selected, where: JobFilter) -> _Selected:
-    if where.tenant is not None:
-        statement = statement.where(Job.tenant == where.tenant)
-    if where.status is not None:
-        statement = statement.where(Job.status == where.status.value)
-    if where.queue is not None:
-        statement = statement.where(Job.queue == where.queue)
-    if where.task is not None:
-        statement = statement.where(Job.task == where.task)
-    return statement
-
-
-def list_jobs(
-    session: Session,
-    where: JobFilter,
-    limit: int,
-    offset: int,
-    after: tuple[datetime, uuid.UUID] | None,
-) -> tuple[list[JobRecord], int]:
-    """Newest first. `after` (created_at, id of the last row seen) pages without OFFSET's cost."""
-    statement = _filtered(select(*_JOB), where)
-    if after is not None:
-        created_at, job_id = after
-        statement = statement.where(
-            or_(
-                Job.created_at < created_at,
-                and_(Job.created_at == created_at, Job.id < job_id),
-            )
-        )
-    rows = session.execute(
-        statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    )
-    jobs = [_job(row) for row in rows]
-    total = session.scalar(_filtered(select(func.count()).select_from(Job), where)) or 0
-    return jobs, total
 
 
 _CANCEL = guarded(

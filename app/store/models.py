@@ -77,6 +77,23 @@ class Job(Base):
         Index("ix_jobs_scheduled_run_at", "run_at", postgresql_where=text("status = 'scheduled'")),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_created", "created_at", "id"),
+        # Searches (migration 0004): a queue's or a task's jobs newest first, containment in
+        # payloads, substrings of errors (pg_trgm; absent when the server lacks contrib).
+        Index("ix_jobs_queue_created", "queue", "created_at", "id"),
+        Index("ix_jobs_task_created", "task", "created_at", "id"),
+        Index(
+            "ix_jobs_payload",
+            "payload",
+            postgresql_using="gin",
+            postgresql_ops={"payload": "jsonb_path_ops"},
+        ),
+        Index(
+            "ix_jobs_last_error_trgm",
+            "last_error",
+            postgresql_using="gin",
+            postgresql_ops={"last_error": "gin_trgm_ops"},
+            postgresql_where=text("last_error IS NOT NULL"),
+        ),
         # Ready lists are per queue, tenant and priority (Redis): the reconciler's sweep walks
         # the distinct lists of queued jobs and compares each list's head with this order.
         Index(
@@ -118,6 +135,21 @@ class JobAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_job_attempts_job", "job_id", "id"),)
+
+
+class JobStats(Base):
+    """Jobs that completed and failed, per minute of their finished_at, queue and tenant:
+    written by the stats duty, read by the overview, deleted by retention."""
+
+    __tablename__ = "job_stats"
+
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    completed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (Index("ix_job_stats_tenant_minute", "tenant", "minute"),)
 
 
 class ApiKey(Base):
