@@ -9,7 +9,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import dlq, docs, fleet, health, jobs, lease, observability, openapi, problems
+from app.api import (
+    dlq,
+    docs,
+    fleet,
+    health,
+    jobs,
+    lease,
+    observability,
+    openapi,
+    overview,
+    problems,
+)
 from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
 from app.logging import configure_logging
 from app.services import connections, limits
@@ -51,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(observability.router)
     app.include_router(jobs.router)
     app.include_router(dlq.router)
+    app.include_router(overview.router)
     app.include_router(fleet.router)
     app.include_router(lease.router)
     docs.install(app)

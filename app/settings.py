@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(60.0, gt=0)
     retention_seconds: float = Field(7 * 86_400, gt=0)
     dlq_retention_seconds: float = Field(30 * 86_400, gt=0)
+    stats_interval_seconds: float = Field(15.0, gt=0)
+    stats_retention_seconds: float = Field(86_400, gt=0)
 
     @field_validator("http_task_allow")
     @classmethod

@@ -15,6 +15,7 @@ from app.api.paging import Page
 from app.api.problems import invalid_item, problem_body
 from app.domain.errors import InvalidRequest, JobfleetError
 from app.domain.filters import ErrorFilter, JobQuery, PayloadFilter, TenantName, parse_containment
+from app.domain.overview import WaitReason
 from app.domain.schemas import (
     MAX_BATCH,
     BatchItem,
@@ -29,7 +30,7 @@ from app.domain.schemas import (
 )
 from app.domain.states import JobStatus
 from app.domain.values import UtcDatetime
-from app.services import jobs, search
+from app.services import jobs, overview, search
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JsonRoute)
 
@@ -161,6 +162,17 @@ def list_jobs(
 @router.get("/{job_id}", responses=NO_JOB)
 def get_job(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> JobDetail:
     return jobs.get(ctx, principal, job_id)
+
+
+@router.get(
+    "/{job_id}/why",
+    responses={**NO_JOB, 409: {"description": "The job is not waiting (not queued or scheduled)"}},
+)
+def why_waiting(job_id: uuid.UUID, ctx: ContextDep, principal: Reader) -> WaitReason:
+    """Why a queued or scheduled job has not started yet: every cause that holds (its queue is
+    paused, no live native worker serves it, its run_at has not come, jobs ahead of it, its id
+    missing from Redis). No cause: it is next."""
+    return overview.waiting(ctx, principal, job_id)
 
 
 @router.post(

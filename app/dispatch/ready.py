@@ -170,6 +170,24 @@ def lengths(client: redis.Redis, keys: Keys, queues: list[str]) -> dict[str, int
     return totals
 
 
+def tenant_lengths(
+    client: redis.Redis, keys: Keys, queues: list[str], tenant: str
+) -> dict[str, int]:
+    """Ids waiting per queue in one tenant's lists (every priority)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for key in tenant_lists(keys, queue, tenant)[0]:
+            pipe.llen(key)
+    counts = iter(pipe.execute() if queues else [])
+    return {queue: sum(int(next(counts)) for _ in PRIORITIES) for queue in queues}
+
+
+def holds(client: redis.Redis, keys: Keys, place: Place, job_id: str) -> bool:
+    """Whether the id waits in its ready list (LPOS: a walk of the list inside Redis)."""
+    key = keys.ready(place.queue, place.priority, place.tenant)
+    return client.lpos(key, job_id) is not None
+
+
 def forget_legacy_lists(client: redis.Redis, keys: Keys) -> int:
     """Delete ready lists of the layout before per-tenant lists; their jobs are pushed again
     from Postgres by the rebuild that follows an upgrade."""

@@ -1,6 +1,7 @@
 """The periodic duties that keep the invariants true: promoter, recovery, reconciler,
-retention. Each is `run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs
-it under a Redis lock so one runner at a time does each duty across every host."""
+retention; and the stats duty, which counts finished jobs per minute for the overview. Each is
+`run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs it under a Redis lock
+so one runner at a time does each duty across every host."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import redis
@@ -26,6 +27,7 @@ from app.services.context import Context
 from app.store import claims
 from app.store import jobs as job_store
 from app.store import maintenance as store
+from app.store import stats as stats_store
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,8 @@ class Reconciler:
 @dataclass
 class Retention:
     """Deletes completed and cancelled jobs after RETENTION_SECONDS, failed ones (the
-    dead-letter queue) after DLQ_RETENTION_SECONDS, in bounded batches."""
+    dead-letter queue) after DLQ_RETENTION_SECONDS, and the per-minute counts of the stats
+    duty after STATS_RETENTION_SECONDS, in bounded batches."""
 
     ctx: Context
     name: str = "retention"
@@ -204,12 +207,32 @@ class Retention:
                 deleted += removed
                 if removed < BATCH:
                     break
+        for _ in range(RETENTION_ROUNDS):
+            with self.ctx.db.transaction() as session:
+                removed = stats_store.delete_old(session, settings.stats_retention_seconds, BATCH)
+            if removed < BATCH:
+                break
         return deleted
+
+
+@dataclass
+class Stats:
+    """Counts the jobs that completed and failed per minute of their finished_at, queue and
+    tenant (the table job_stats), from where the last round stopped: the overview's figures of
+    the last hour. A round recounts its minutes whole, so rounds may repeat and overlap."""
+
+    ctx: Context
+    name: str = "stats"
+    interval: float = 15.0
+
+    def run_once(self, now: float) -> int:
+        with self.ctx.db.transaction() as session:
+            return stats_store.roll_up(session, datetime.fromtimestamp(now, UTC))
 
 
 # How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
 # most one Postgres connection at a time (app/services/connections.py counts on it).
-DUTY_COUNT = 4
+DUTY_COUNT = 5
 
 
 def all_duties(ctx: Context) -> list[Duty]:
@@ -219,6 +242,7 @@ def all_duties(ctx: Context) -> list[Duty]:
         Recovery(ctx, interval=settings.recovery_interval_seconds),
         Reconciler(ctx, interval=settings.reconcile_interval_seconds),
         Retention(ctx, interval=settings.retention_interval_seconds),
+        Stats(ctx, interval=settings.stats_interval_seconds),
     ]
 
 

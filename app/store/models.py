@@ -152,6 +152,15 @@ class JobStats(Base):
     __table_args__ = (Index("ix_job_stats_tenant_minute", "tenant", "minute"),)
 
 
+class StatsMark(Base):
+    """How far the stats duty has counted (finished_at before `through`), by table."""
+
+    __tablename__ = "stats_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    through: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

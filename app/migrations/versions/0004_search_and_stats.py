@@ -19,6 +19,7 @@ CONCURRENTLY so that submits and finishes go on while a large table is indexed:
 
 `job_stats` holds per minute, queue and tenant how many jobs completed and failed, filled by
 the stats duty from the jobs' finished_at; the overview reads the last hour of it.
+`stats_marks` holds how far the duty has counted, so a round after a pause starts there.
 """
 
 import logging
@@ -69,6 +70,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("minute", "queue", "tenant"),
     )
     op.create_index("ix_job_stats_tenant_minute", "job_stats", ["tenant", "minute"])
+    op.create_table(
+        "stats_marks",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("through", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
     bind = op.get_bind()
     trigrams = bool(
         bind.scalar(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'"))
@@ -95,5 +102,6 @@ def downgrade() -> None:
     with op.get_context().autocommit_block():
         for name in ("ix_jobs_last_error_trgm", *INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    op.drop_table("stats_marks")
     op.drop_index("ix_job_stats_tenant_minute", table_name="job_stats")
     op.drop_table("job_stats")
