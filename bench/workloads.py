@@ -1,6 +1,7 @@
 """The workloads of the benchmark, each a function of the stack and the sizes that returns
 its figures: single submits over HTTP, batch submits, draining a deep queue, pickup latency at
-a steady rate, and the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP)."""
+a steady rate, the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), and the
+dashboard's queries over a million jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from app.runtime import freeze_startup_objects
 from app.services import jobs
 from bench import readout
 from bench.ceiling import insert_commit_rate, push_pop_rate
+from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
 from bench.stack import Stack
 from devtools.waiting import wait_until
@@ -34,9 +36,10 @@ class Sizes:
     ceiling_seconds: float = 3.0
     load_processes: int = 2  # of the HTTP load generator
     batch_clients: int = 8
+    dashboard_jobs: int = 1_000_000
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4)
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000)
 
 
 def _history_ids(count: int) -> list[uuid.UUID]:
@@ -151,6 +154,10 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {f"p{q}_ms": _percentile(waits, q) for q in (50, 95, 99)}
 
 
+def dashboard(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    return measure_dashboard(stack.ctx, sizes.dashboard_jobs)
+
+
 def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {
         "postgres_insert_commit_per_second": insert_commit_rate(
@@ -171,4 +178,5 @@ WORKLOADS: dict[str, Workload] = {
     "drain-4x1": lambda stack, sizes: drain(stack, sizes, 4, 1),
     "drain-2x2-history": lambda stack, sizes: drain(stack, sizes, 2, 2, sizes.history_jobs),
     "pickup": pickup,
+    "dashboard": dashboard,
 }

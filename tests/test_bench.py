@@ -16,7 +16,7 @@ def test_bench_runs_every_workload_and_writes_its_results(
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app", "bench", "--quick", "--runs", "1",
-         "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup",
+         "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup,dashboard",
          "--out", str(tmp_path), "--local-dir", str(tmp_path / "local")],
         cwd=ROOT, env=settings_env(settings, LOG_LEVEL="WARNING"),
         capture_output=True, text=True, timeout=300, check=False,
@@ -24,7 +24,12 @@ def test_bench_runs_every_workload_and_writes_its_results(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (result,) = tmp_path.glob("bench-*.json")
     figures = json.loads(result.read_text())["results"]
-    assert set(figures) == {"ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup"}
+    assert set(figures) == {
+        "ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup", "dashboard"
+    }  # fmt: skip
     assert figures["drain-2x2"][0]["jobs_per_second"] > 0
     assert figures["pickup"][0]["p99_ms"] >= figures["pickup"][0]["p50_ms"] > 0
     assert "drain-2x2" in done.stdout and "median" in done.stdout
+    dashboard = figures["dashboard"][0]
+    assert dashboard["payload_one_match_p95_ms"] >= dashboard["payload_one_match_p50_ms"] > 0
+    assert dashboard["overview_admin_p50_ms"] > 0 and dashboard["seed_seconds"] > 0

@@ -82,6 +82,12 @@ class Job(Base):
         Index("ix_jobs_queue_created", "queue", "created_at", "id"),
         Index("ix_jobs_task_created", "task", "created_at", "id"),
         Index(
+            "ix_jobs_failed_by_queue",
+            "queue",
+            "tenant",
+            postgresql_where=text("status = 'failed'"),
+        ),
+        Index(
             "ix_jobs_payload",
             "payload",
             postgresql_using="gin",

@@ -11,6 +11,8 @@ CONCURRENTLY so that submits and finishes go on while a large table is indexed:
 - (queue, created_at, id) and (task, created_at, id): a filter on a queue or task walks its
   own jobs newest first, however rare they are in the table;
 - GIN (payload jsonb_path_ops): containment, `payload @> '{"order": 1001}'`;
+- (queue, tenant) where the job failed: the overview counts the dead-letter queue per queue
+  (and tenant) from the index alone, without visiting each failed job's row;
 - GIN (last_error gin_trgm_ops) where last_error is set: `last_error ILIKE '%refused%'`.
   It needs the pg_trgm extension (in PostgreSQL's contrib, trusted since PostgreSQL 13: the
   database's owner, which migrations run as, may create it). A server built without contrib
@@ -44,6 +46,7 @@ INDEXES = {
     "ix_jobs_queue_created": "ON jobs (queue, created_at, id)",
     "ix_jobs_task_created": "ON jobs (task, created_at, id)",
     "ix_jobs_payload": "ON jobs USING gin (payload jsonb_path_ops)",
+    "ix_jobs_failed_by_queue": "ON jobs (queue, tenant) WHERE status = 'failed'",
 }
 
 
