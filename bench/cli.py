@@ -9,7 +9,7 @@ from pathlib import Path
 from app.settings import Settings
 from bench.report import Report
 from bench.stack import Stack
-from bench.workloads import QUICK, WORKLOADS, Sizes
+from bench.workloads import ON_REQUEST, QUICK, WORKLOADS, Sizes
 from devtools.services import ensure_services
 
 
@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="runs of each workload")
     parser.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
     parser.add_argument(
-        "--only", help=f"comma-separated workloads (default: all): {', '.join(WORKLOADS)}"
+        "--only",
+        help=f"comma-separated workloads (default: all but {', '.join(ON_REQUEST)}): "
+        f"{', '.join(WORKLOADS)}",
     )
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn workers of the API")
     parser.add_argument("--local-dir", default=".local", help="private servers, if needed")
@@ -41,7 +43,9 @@ def main(settings: Settings, argv: Sequence[str]) -> int:
         settings = settings.model_copy(
             update={"database_url": database_url, "redis_url": redis_url}
         )
-        chosen = [name for name in WORKLOADS if not only or name in only]
+        chosen = [
+            name for name in WORKLOADS if name in only or (not only and name not in ON_REQUEST)
+        ]
         run(settings, chosen, args.runs, args.quick, args.api_workers, Path(args.out))
     finally:
         for server in reversed(started):
