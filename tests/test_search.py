@@ -252,6 +252,23 @@ def test_searches_in_payloads_and_errors_can_use_their_indexes(ctx: Context) -> 
             assert index in "\n".join(row[0] for row in plan), (index, condition, plan)
 
 
+def test_a_query_survives_its_json_form() -> None:
+    """How a query is stored (a bulk operation's filter, say) and read back."""
+    query = JobQuery(
+        tenant="acme",
+        status=JobStatus.FAILED,
+        queue="mail",
+        created_after=T0,
+        job_id=uuid.uuid4(),
+        payload_contains={"order": 1001, "tags": ["x"]},
+        error_contains="refused",
+    )
+    stored = orjson.loads(orjson.dumps(query.to_json()))
+    assert "task" not in stored and stored["status"] == "failed"
+    assert JobQuery.from_json(stored) == query
+    assert JobQuery.from_json({}) == JobQuery(None)
+
+
 # -- through GET /jobs ------------------------------------------------------------------
 
 

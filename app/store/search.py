@@ -74,12 +74,6 @@ def _after(position: tuple[datetime, uuid.UUID] | None) -> list[ColumnElement[bo
     return [tuple_(Job.created_at, Job.id) < tuple_(literal(created_at), literal(job_id))]
 
 
-def count_matches(session: Session, query: JobFilter, cap: int = TOTAL_CAP) -> int:
-    """How many jobs match, counted up to `cap` + 1 (more than `cap`: at least that many)."""
-    matching = select(literal(1)).select_from(Job).where(*conditions(query)).limit(cap + 1)
-    return int(session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
-
-
 def _gather(
     session: Session,
     query: JobFilter,
