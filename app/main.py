@@ -9,7 +9,19 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import dlq, docs, fleet, health, jobs, lease, observability, openapi, problems
+from app.api import (
+    audit,
+    bulk,
+    dlq,
+    docs,
+    fleet,
+    health,
+    jobs,
+    lease,
+    observability,
+    openapi,
+    problems,
+)
 from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
 from app.logging import configure_logging
 from app.services import connections, limits
@@ -53,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dlq.router)
     app.include_router(fleet.router)
     app.include_router(lease.router)
+    app.include_router(bulk.router)
+    app.include_router(audit.router)
     docs.install(app)
     openapi.install(app)
     # Added innermost first: the request id wraps everything, a 500 and a 413 reply included.

@@ -67,7 +67,9 @@ def session_ctx(settings: Settings) -> Iterator[Context]:
 def ctx(session_ctx: Context) -> Context:
     """The shared context, with empty tables and no Redis keys of ours before each test."""
     with session_ctx.db.transaction() as session:
-        session.execute(text("TRUNCATE jobs, job_attempts, api_keys CASCADE"))
+        session.execute(
+            text("TRUNCATE jobs, job_attempts, api_keys, audit_events, bulk_operations CASCADE")
+        )
     delete_keys(session_ctx.redis.client, session_ctx.settings.key_prefix)
     return session_ctx
 

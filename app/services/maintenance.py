@@ -1,6 +1,7 @@
 """The periodic duties that keep the invariants true: promoter, recovery, reconciler,
-retention. Each is `run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs
-it under a Redis lock so one runner at a time does each duty across every host."""
+retention; and the bulk duty, which advances bulk operations. Each is `run_once(now)` (tests
+call it) plus a thin loop, `DutyRunner`, that runs it under a Redis lock so one runner at a
+time does each duty across every host."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Protocol
 
 import redis
@@ -21,8 +23,10 @@ from app.dispatch import delayed, fleet, locks, ready, reconcile
 from app.dispatch.ready import Place
 from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
-from app.services import execution
+from app.services import bulk, execution
 from app.services.context import Context
+from app.store import audit as audit_store
+from app.store import bulk as bulk_store
 from app.store import claims
 from app.store import jobs as job_store
 from app.store import maintenance as store
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 RETENTION_ROUNDS = 50
+# Batches of bulk operations per round of the bulk duty: with BULK_BATCH_SIZE 500, 10,000 jobs.
+BULK_BATCHES = 20
 REBUILD_BATCH = 5000
 HEAD_SAMPLE = 10
 # A promoted or requeued job is pushed moments after its run_at; this much slack keeps the
@@ -183,7 +189,8 @@ class Reconciler:
 @dataclass
 class Retention:
     """Deletes completed and cancelled jobs after RETENTION_SECONDS, failed ones (the
-    dead-letter queue) after DLQ_RETENTION_SECONDS, in bounded batches."""
+    dead-letter queue) after DLQ_RETENTION_SECONDS, in bounded batches; and audit events after
+    AUDIT_RETENTION_SECONDS, finished bulk operations after RETENTION_SECONDS."""
 
     ctx: Context
     name: str = "retention"
@@ -191,25 +198,67 @@ class Retention:
 
     def run_once(self, now: float) -> int:
         """Batches of BATCH, one transaction each, until caught up or RETENTION_ROUNDS: a
-        round keeps up with many thousand jobs a minute without one long transaction."""
+        round keeps up with many thousand jobs a minute without one long transaction.
+        Returns the jobs deleted."""
         settings = self.ctx.settings
         deleted = 0
         for statuses, age in (
             (TERMINAL - {JobStatus.FAILED}, settings.retention_seconds),
             ({JobStatus.FAILED}, settings.dlq_retention_seconds),
         ):
-            for _ in range(RETENTION_ROUNDS):
-                with self.ctx.db.transaction() as session:
-                    removed = store.delete_finished(session, statuses, age, BATCH)
-                deleted += removed
-                if removed < BATCH:
-                    break
+            deleted += self._in_batches(
+                partial(store.delete_finished, statuses=statuses, older_than_seconds=age)
+            )
+        audit_age = settings.audit_retention_seconds
+        self._in_batches(partial(audit_store.delete_older_than, older_than_seconds=audit_age))
+        bulk_age = settings.retention_seconds
+        self._in_batches(partial(bulk_store.delete_finished, older_than_seconds=bulk_age))
         return deleted
+
+    def _in_batches(self, delete: Callable[..., int]) -> int:
+        """`delete(session, limit=BATCH)` in transactions of its own until it comes up short."""
+        deleted = 0
+        for _ in range(RETENTION_ROUNDS):
+            with self.ctx.db.transaction() as session:
+                removed = delete(session, limit=BATCH)
+            deleted += removed
+            if removed < BATCH:
+                break
+        return deleted
+
+
+@dataclass
+class BulkRunner:
+    """Advances running bulk operations, a batch at a time (BULK_BATCH_SIZE jobs, one
+    transaction each), taking the operations in turn so a large one does not hold up the
+    others; up to BULK_BATCHES batches per round."""
+
+    ctx: Context
+    name: str = "bulk"
+    interval: float = 1.0
+    batches: int = BULK_BATCHES
+
+    def run_once(self, now: float) -> int:
+        reached = 0
+        left = self.batches
+        operations = bulk.active(self.ctx, self.batches)
+        while operations and left > 0:
+            still = []
+            for operation_id in operations[:left]:
+                count = bulk.run_batch(self.ctx, operation_id)
+                left -= 1
+                if count is None:
+                    continue
+                reached += count
+                if count == self.ctx.settings.bulk_batch_size:
+                    still.append(operation_id)  # a short batch is an operation's last
+            operations = still
+        return reached
 
 
 # How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
 # most one Postgres connection at a time (app/services/connections.py counts on it).
-DUTY_COUNT = 4
+DUTY_COUNT = 5
 
 
 def all_duties(ctx: Context) -> list[Duty]:
@@ -219,6 +268,7 @@ def all_duties(ctx: Context) -> list[Duty]:
         Recovery(ctx, interval=settings.recovery_interval_seconds),
         Reconciler(ctx, interval=settings.reconcile_interval_seconds),
         Retention(ctx, interval=settings.retention_interval_seconds),
+        BulkRunner(ctx, interval=settings.bulk_interval_seconds),
     ]
 
 
