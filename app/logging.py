@@ -34,6 +34,11 @@ def bind(**fields: Any) -> None:
     _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
 
 
+def context_field(name: str) -> Any:
+    """A field of the current context (`request_id` of the request at hand), or None."""
+    return _context.get().get(name)
+
+
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():

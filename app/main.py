@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import (
+    audit,
+    bulk,
     dlq,
     docs,
     fleet,
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(overview.router)
     app.include_router(fleet.router)
     app.include_router(lease.router)
+    app.include_router(bulk.router)
+    app.include_router(audit.router)
     docs.install(app)
     openapi.install(app)
     # Added innermost first: the request id wraps everything, a 500 and a 413 reply included.

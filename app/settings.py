@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     dlq_retention_seconds: float = Field(30 * 86_400, gt=0)
     stats_interval_seconds: float = Field(15.0, gt=0)
     stats_retention_seconds: float = Field(86_400, gt=0)
+    # At least a day: the audit table refuses to delete younger rows (migration 0005).
+    audit_retention_seconds: float = Field(365 * 86_400, ge=86_400)
+    bulk_interval_seconds: float = Field(1.0, gt=0)
+    bulk_batch_size: int = Field(500, ge=1, le=10_000)
 
     @field_validator("http_task_allow")
     @classmethod

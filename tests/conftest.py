@@ -68,7 +68,10 @@ def ctx(session_ctx: Context) -> Context:
     """The shared context, with empty tables and no Redis keys of ours before each test."""
     with session_ctx.db.transaction() as session:
         session.execute(
-            text("TRUNCATE jobs, job_attempts, api_keys, job_stats, stats_marks CASCADE")
+            text(
+                "TRUNCATE jobs, job_attempts, api_keys, job_stats, stats_marks, audit_events, "
+                "bulk_operations CASCADE"
+            )
         )
     delete_keys(session_ctx.redis.client, session_ctx.settings.key_prefix)
     return session_ctx

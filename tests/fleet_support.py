@@ -19,6 +19,7 @@ from tests.fleet_tasks import side_effect_key
 from tests.helpers import LiveFleet
 
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
+ADMIN = Principal(uuid.uuid4(), "ops", frozenset({Scope.ADMIN}))
 # Retries come due at once (a backoff of at most 1 ms) and are queued within 20 ms: a test
 # drives retries through their policy without waiting out real backoff.
 FAST_RETRIES = {"RETRY_BASE": "1.5", "RETRY_CAP": "0.001", "PROMOTE_INTERVAL_SECONDS": "0.02"}

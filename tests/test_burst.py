@@ -14,6 +14,7 @@ from app.services import drain, execution, fleet
 from app.services.context import Context
 from app.settings import Settings
 from tests.fleet_support import (
+    ADMIN,
     FAST_RETRIES,
     attempts,
     burst,
@@ -46,7 +47,7 @@ def test_work_left_is_what_is_queued_running_due_or_retrying(ctx: Context) -> No
     )
     sql(ctx, "UPDATE jobs SET run_at = now() + interval '1 hour' WHERE id = :id", id=jobs["later"])
     sql(ctx, "UPDATE jobs SET status = 'completed' WHERE id = :id", id=jobs["done"])
-    fleet.pause(ctx, "paused")
+    fleet.pause(ctx, ADMIN, "paused")
 
     backlog = drain.backlog(ctx, [*kinds, "unknown"])
     assert sorted(backlog.busy) == ["due", "queued", "retrying", "running"]
@@ -100,7 +101,7 @@ def test_retries_are_run_to_their_end_and_a_failing_job_ends_in_the_dlq(
 def test_paused_queues_are_left_alone(settings: Settings, ctx: Context) -> None:
     held = [submit(ctx, task="noop", queue="held") for _ in range(3)]
     passing = submit(ctx, task="noop", queue="default")
-    fleet.pause(ctx, "held")
+    fleet.pause(ctx, ADMIN, "held")
     assert burst(settings, queues="held") == 0  # every queue it serves is paused
     assert burst(settings, queues="held,default") == 0
     assert job_row(ctx, passing).status == "completed"

@@ -105,11 +105,11 @@ def test_the_sizing_formula_of_the_operations_guide() -> None:
     # The worked example of docs/OPERATIONS.md: the compose defaults, one replica each.
     compose = Settings(api_workers=2, worker_processes=2, worker_threads=2)
     assert connections.api(compose).most == 15
-    assert connections.manager(compose).most == 7
+    assert connections.manager(compose).most == 8
     assert connections.worker(2).most == 4
     assert (
         connections.deployment(compose, api_replicas=1, fleet_replicas=1)
-        == 2 * 15 + 2 + 7 + 2 * 4 + 1
+        == 2 * 15 + 2 + 8 + 2 * 4 + 1
     )
     # Four fleet replicas still fit Postgres's default max_connections (100, 3 reserved).
     assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) <= 97

@@ -183,8 +183,10 @@ def test_migrate_says_what_it_cannot_grant(roles: Roles, settings: Settings) -> 
     run_sql(superuser, f"GRANT SELECT, UPDATE ON alembic_version TO {roles.owner}")
     with pytest.raises(
         DatabaseNotReady,
-        match="cannot be granted the tables alembic_version, api_keys, job_attempts, "
-        "job_stats, jobs, stats_marks:",
+        match=(
+            "cannot be granted the tables alembic_version, api_keys, audit_events, "
+            "bulk_operations, job_attempts, job_stats, jobs, stats_marks:"
+        ),
     ):
         migrate(
             url_as(roles.app_url, roles.app, legacy),

@@ -48,17 +48,19 @@ def list_workers(ctx: ContextDep, _: Admin) -> WorkerList:
 
 
 @router.put("/fleet/{host}/size", responses=NO_HOST)
-def set_fleet_size(host: HostName, body: FleetSize, ctx: ContextDep, _: Admin) -> FleetSizeSet:
+def set_fleet_size(
+    host: HostName, body: FleetSize, ctx: ContextDep, principal: Admin
+) -> FleetSizeSet:
     """Set how many worker processes the manager on `host` keeps running. The host must have
     a live manager (see GET /workers) or a size set before."""
-    fleet.set_fleet_size(ctx, host, body.processes)
+    fleet.set_fleet_size(ctx, principal, host, body.processes)
     return FleetSizeSet(host=host, processes=body.processes)
 
 
 @router.delete("/fleet/{host}/size", status_code=status.HTTP_204_NO_CONTENT, responses=NO_HOST)
-def clear_fleet_size(host: HostName, ctx: ContextDep, _: Admin) -> Response:
+def clear_fleet_size(host: HostName, ctx: ContextDep, principal: Admin) -> Response:
     """Forget the size set for `host`: its manager goes back to its WORKER_PROCESSES."""
-    fleet.clear_fleet_size(ctx, host)
+    fleet.clear_fleet_size(ctx, principal, host)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -68,13 +70,13 @@ def list_queues(ctx: ContextDep, _: Admin) -> list[QueueInfo]:
 
 
 @router.post("/queues/{queue}/pause")
-def pause_queue(queue: QueueName, ctx: ContextDep, _: Admin) -> QueueState:
+def pause_queue(queue: QueueName, ctx: ContextDep, principal: Admin) -> QueueState:
     """No worker takes new jobs from a paused queue; running jobs finish."""
-    fleet.pause(ctx, queue)
+    fleet.pause(ctx, principal, queue)
     return QueueState(queue=queue, paused=True)
 
 
 @router.post("/queues/{queue}/resume")
-def resume_queue(queue: QueueName, ctx: ContextDep, _: Admin) -> QueueState:
-    fleet.resume(ctx, queue)
+def resume_queue(queue: QueueName, ctx: ContextDep, principal: Admin) -> QueueState:
+    fleet.resume(ctx, principal, queue)
     return QueueState(queue=queue, paused=False)

@@ -43,6 +43,23 @@ class HostNotFound(NotFound):
     title = "Fleet host not found"
 
 
+class BulkOperationNotFound(NotFound):
+    """No bulk operation with this id for this key's tenant: check the id (POST /bulk and
+    GET /bulk give it) and the API key's tenant."""
+
+    code = "bulk-operation-not-found"
+    title = "Bulk operation not found"
+
+
+class BulkOperationEnded(JobfleetError):
+    """The bulk operation has already ended (done or cancelled): there is nothing to cancel.
+    GET /bulk/{id} shows how far it got."""
+
+    status = 409
+    code = "bulk-operation-ended"
+    title = "Bulk operation already ended"
+
+
 class IdempotencyConflict(JobfleetError):
     """This idempotency key was already used for a different request: use a new key, or send
     exactly the original request to get the original job back."""

@@ -19,6 +19,7 @@ QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 TaskName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 IdempotencyKey = Annotated[StoredText, Field(min_length=1, max_length=255)]
 Priority = Annotated[int, Field(ge=0, le=9)]
+# A tenant, as API keys name it (the `--tenant` of `keys create`).
 # A fleet host: its FLEET_HOST setting, or its hostname.
 HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
 # An opaque list cursor: the `next_cursor` of a previous page, unpadded base64url.

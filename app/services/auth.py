@@ -7,10 +7,12 @@ import hmac
 import secrets
 import uuid
 
+from app.domain.audit import AuditAction
 from app.domain.errors import NotFound, Unauthorized
 from app.domain.principal import Principal as Principal
 from app.domain.principal import Scope as Scope
 from app.domain.records import KeyRecord
+from app.services import audit
 from app.services.context import Context
 from app.store import keys as key_store
 
@@ -22,8 +24,9 @@ def hash_key(secret: bytes, plain_key: str) -> str:
 
 
 def create_key(
-    ctx: Context, tenant: str, scopes: list[Scope], name: str = ""
+    ctx: Context, tenant: str, scopes: list[Scope], name: str = "", by: Principal | None = None
 ) -> tuple[KeyRecord, str]:
+    """A new key and its plain text (shown once). `by`: who asks; None is the command line."""
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with ctx.db.transaction() as session:
         row = key_store.insert_key(
@@ -33,6 +36,8 @@ def create_key(
             hash_key(ctx.settings.hashing_secret, plain),
             sorted(scopes),
         )
+        target = {"key_id": row.id, "tenant": tenant, "scopes": list(row.scopes), "name": name}
+        audit.record(session, by, AuditAction.KEY_CREATE, target)
     return row, plain
 
 
@@ -74,7 +79,9 @@ def list_keys(
         return key_store.list_keys(session, tenant, include_revoked)
 
 
-def revoke_key(ctx: Context, key_id: uuid.UUID) -> None:
+def revoke_key(ctx: Context, key_id: uuid.UUID, by: Principal | None = None) -> None:
+    """`by`: who asks; None is the command line."""
     with ctx.db.transaction() as session:
         if not key_store.revoke(session, key_id):
             raise NotFound(f"no active API key with id {key_id}")
+        audit.record(session, by, AuditAction.KEY_REVOKE, {"key_id": key_id})

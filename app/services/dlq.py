@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 
+from app.domain.audit import AuditAction
 from app.domain.errors import InvalidTransition, JobNotFound
 from app.domain.filters import JobFilter
 from app.domain.schemas import JobOut
 from app.domain.states import JobStatus
 from app.logging import bind
+from app.services import audit
 from app.services.auth import Principal
 from app.services.context import Context
 from app.services.jobs import announce_after_commit
@@ -32,6 +34,9 @@ def replay(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
     """failed -> queued with a fresh retry budget; its attempt history stays."""
     with ctx.db.transaction() as session:
         job = job_store.requeue(session, job_id, principal.tenant_filter, FAILED)
+        if job is not None:
+            target = audit.job_target([job_id], job.tenant)
+            audit.record(session, principal, AuditAction.JOB_REPLAY, target)
     if job is None:
         raise _dead_lettered(ctx, principal, job_id)
     announce_after_commit(ctx, [job])
@@ -53,6 +58,12 @@ def replay_many(
     )
     with ctx.db.transaction() as session:
         jobs = job_store.requeue_many(session, where, job_ids, limit)
+        if jobs:
+            asked = {"queue": queue, "task": task, "ids": job_ids, "limit": limit}
+            target = audit.job_target(
+                [job.id for job in jobs], principal.tenant_filter, filter=asked
+            )
+            audit.record(session, principal, AuditAction.JOB_REPLAY, target)
     announce_after_commit(ctx, jobs)
     log.info("jobs replayed", extra={"action": "jobs_replayed", "count": len(jobs)})
     return [JobOut.model_validate(job) for job in jobs]
@@ -60,6 +71,9 @@ def replay_many(
 
 def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
     with ctx.db.transaction() as session:
-        deleted = job_store.delete_job(session, job_id, principal.tenant_filter, FAILED)
-    if not deleted:
+        tenant = job_store.delete_job(session, job_id, principal.tenant_filter, FAILED)
+        if tenant is not None:
+            target = audit.job_target([job_id], tenant)
+            audit.record(session, principal, AuditAction.JOB_DELETE, target)
+    if tenant is None:
         raise _dead_lettered(ctx, principal, job_id)

@@ -1,5 +1,6 @@
 """Operating the fleet: who is alive, how many processes a host should run, queue pauses and
-queue depth."""
+queue depth. Every change is recorded in the audit log (in Postgres) before it is made (in
+Redis)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.dispatch import fleet
+from app.domain.audit import AuditAction
 from app.domain.errors import HostNotFound
+from app.domain.principal import Principal
 from app.domain.states import JobStatus
+from app.services import audit
 from app.services.context import Context
 from app.store import jobs as job_store
 
@@ -29,19 +33,28 @@ def list_workers(ctx: Context) -> list[dict[str, Any]]:
     )
 
 
-def set_fleet_size(ctx: Context, host: str, processes: int) -> None:
+def set_fleet_size(ctx: Context, principal: Principal, host: str, processes: int) -> None:
     """Only for a host the fleet knows: one whose manager beats, or one already given a size
-    (its manager may be restarting). A typo must not leave a key in Redis for ever."""
+    (its manager may be restarting). A typo must not leave a key in Redis for ever. Recorded
+    in the audit log first, then set in Redis."""
     client = ctx.redis.client
     if fleet.desired_size(client, ctx.keys, host) is None and host not in _manager_hosts(ctx):
         raise HostNotFound()
+    _record(ctx, principal, AuditAction.FLEET_RESIZE, {"host": host, "processes": processes})
     fleet.set_desired_size(client, ctx.keys, host, processes)
 
 
-def clear_fleet_size(ctx: Context, host: str) -> None:
+def clear_fleet_size(ctx: Context, principal: Principal, host: str) -> None:
     """Forget the host's desired size: its manager goes back to its WORKER_PROCESSES."""
+    if fleet.desired_size(ctx.redis.client, ctx.keys, host) is None:
+        raise _no_size(host)
+    _record(ctx, principal, AuditAction.FLEET_CLEAR, {"host": host})
     if not fleet.clear_desired_size(ctx.redis.client, ctx.keys, host):
-        raise HostNotFound(f"no desired size is stored for host '{host}'")
+        raise _no_size(host)  # cleared meanwhile by another call (recorded too)
+
+
+def _no_size(host: str) -> HostNotFound:
+    return HostNotFound(f"no desired size is stored for host '{host}'")
 
 
 def _manager_hosts(ctx: Context) -> set[str]:
@@ -49,11 +62,22 @@ def _manager_hosts(ctx: Context) -> set[str]:
     return {str(b.get("host")) for b in beats if b.get("kind") == "manager"}
 
 
-def pause(ctx: Context, queue: str) -> None:
+def _record(
+    ctx: Context, principal: Principal, action: AuditAction, target: dict[str, Any]
+) -> None:
+    """The audit event of a change that lives in Redis, committed before the change is made:
+    Postgres cannot share a transaction with Redis, and a change must never go unrecorded."""
+    with ctx.db.transaction() as session:
+        audit.record(session, principal, action, target)
+
+
+def pause(ctx: Context, principal: Principal, queue: str) -> None:
+    _record(ctx, principal, AuditAction.QUEUE_PAUSE, {"queue": queue})
     fleet.pause(ctx.redis.client, ctx.keys, queue)
 
 
-def resume(ctx: Context, queue: str) -> None:
+def resume(ctx: Context, principal: Principal, queue: str) -> None:
+    _record(ctx, principal, AuditAction.QUEUE_RESUME, {"queue": queue})
     fleet.resume(ctx.redis.client, ctx.keys, queue)
 
 

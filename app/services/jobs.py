@@ -13,12 +13,14 @@ from sqlalchemy.exc import DataError, IntegrityError
 from uuid_utils.compat import uuid7
 
 from app.dispatch.push import Announcement, announce
+from app.domain.audit import AuditAction
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from app.domain.records import BriefJob, JobRecord
 from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut
 from app.domain.states import DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
 from app.metrics import metrics
+from app.services import audit
 from app.services.auth import Principal
 from app.services.context import Context
 from app.services.groupcommit import GroupCommit
@@ -226,9 +228,14 @@ def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
         if job is None:
             job = job_store.request_cancel(session, job_id, principal.tenant_filter)
             if job is not None:
+                target = audit.job_target([job_id], job.tenant, requested=True)
+                audit.record(session, principal, AuditAction.JOB_CANCEL, target)
                 bind(tenant=principal.tenant, job_id=str(job_id))
                 log.info("job cancel requested", extra={"action": "job_cancel_requested"})
                 return Cancelled(JobOut.model_validate(job), immediate=False)
+        else:
+            target = audit.job_target([job_id], job.tenant)
+            audit.record(session, principal, AuditAction.JOB_CANCEL, target)
     if job is None:
         raise _refuse(ctx, principal, job_id, "cancel")
     # Its id may still sit in a Redis list; the claim only takes queued jobs, so it is dropped.
@@ -241,6 +248,9 @@ def cancel(ctx: Context, principal: Principal, job_id: uuid.UUID) -> Cancelled:
 def retry(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
     with ctx.db.transaction() as session:
         job = job_store.requeue(session, job_id, principal.tenant_filter, RETRYABLE)
+        if job is not None:
+            target = audit.job_target([job_id], job.tenant)
+            audit.record(session, principal, AuditAction.JOB_RETRY, target)
     if job is None:
         raise _refuse(ctx, principal, job_id, "retry")
     announce_after_commit(ctx, [job])
@@ -251,8 +261,11 @@ def retry(ctx: Context, principal: Principal, job_id: uuid.UUID) -> JobOut:
 
 def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
     with ctx.db.transaction() as session:
-        deleted = job_store.delete_job(session, job_id, principal.tenant_filter, DELETABLE)
-    if not deleted:
+        tenant = job_store.delete_job(session, job_id, principal.tenant_filter, DELETABLE)
+        if tenant is not None:
+            target = audit.job_target([job_id], tenant)
+            audit.record(session, principal, AuditAction.JOB_DELETE, target)
+    if tenant is None:
         raise _refuse(ctx, principal, job_id, "delete")
     bind(tenant=principal.tenant, job_id=str(job_id))
     log.info("job deleted", extra={"action": "job_deleted"})

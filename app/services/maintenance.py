@@ -1,7 +1,8 @@
 """The periodic duties that keep the invariants true: promoter, recovery, reconciler,
-retention; and the stats duty, which counts finished jobs per minute for the overview. Each is
-`run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs it under a Redis lock
-so one runner at a time does each duty across every host."""
+retention; the stats duty, which counts finished jobs per minute for the overview; and the
+bulk duty, which advances bulk operations. Each is `run_once(now)` (tests call it) plus a thin
+loop, `DutyRunner`, that runs it under a Redis lock so one runner at a time does each duty
+across every host."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 import redis
@@ -22,8 +24,10 @@ from app.dispatch import delayed, fleet, locks, ready, reconcile
 from app.dispatch.ready import Place
 from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
-from app.services import execution
+from app.services import bulk, execution
 from app.services.context import Context
+from app.store import audit as audit_store
+from app.store import bulk as bulk_store
 from app.store import claims
 from app.store import jobs as job_store
 from app.store import maintenance as store
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 RETENTION_ROUNDS = 50
+# Batches of bulk operations per round of the bulk duty: with BULK_BATCH_SIZE 500, 10,000 jobs.
+BULK_BATCHES = 20
 REBUILD_BATCH = 5000
 HEAD_SAMPLE = 10
 # A promoted or requeued job is pushed moments after its run_at; this much slack keeps the
@@ -185,8 +191,9 @@ class Reconciler:
 @dataclass
 class Retention:
     """Deletes completed and cancelled jobs after RETENTION_SECONDS, failed ones (the
-    dead-letter queue) after DLQ_RETENTION_SECONDS, and the per-minute counts of the stats
-    duty after STATS_RETENTION_SECONDS, in bounded batches."""
+    dead-letter queue) after DLQ_RETENTION_SECONDS, the per-minute counts of the stats duty
+    after STATS_RETENTION_SECONDS, audit events after AUDIT_RETENTION_SECONDS and finished bulk
+    operations after RETENTION_SECONDS, in bounded batches."""
 
     ctx: Context
     name: str = "retention"
@@ -194,25 +201,64 @@ class Retention:
 
     def run_once(self, now: float) -> int:
         """Batches of BATCH, one transaction each, until caught up or RETENTION_ROUNDS: a
-        round keeps up with many thousand jobs a minute without one long transaction."""
+        round keeps up with many thousand jobs a minute without one long transaction.
+        Returns the jobs deleted."""
         settings = self.ctx.settings
         deleted = 0
         for statuses, age in (
             (TERMINAL - {JobStatus.FAILED}, settings.retention_seconds),
             ({JobStatus.FAILED}, settings.dlq_retention_seconds),
         ):
-            for _ in range(RETENTION_ROUNDS):
-                with self.ctx.db.transaction() as session:
-                    removed = store.delete_finished(session, statuses, age, BATCH)
-                deleted += removed
-                if removed < BATCH:
-                    break
+            deleted += self._in_batches(
+                partial(store.delete_finished, statuses=statuses, older_than_seconds=age)
+            )
+        stats_age = settings.stats_retention_seconds
+        self._in_batches(partial(stats_store.delete_old, older_than_seconds=stats_age))
+        audit_age = settings.audit_retention_seconds
+        self._in_batches(partial(audit_store.delete_older_than, older_than_seconds=audit_age))
+        bulk_age = settings.retention_seconds
+        self._in_batches(partial(bulk_store.delete_finished, older_than_seconds=bulk_age))
+        return deleted
+
+    def _in_batches(self, delete: Callable[..., int]) -> int:
+        """`delete(session, limit=BATCH)` in transactions of its own until it comes up short."""
+        deleted = 0
         for _ in range(RETENTION_ROUNDS):
             with self.ctx.db.transaction() as session:
-                removed = stats_store.delete_old(session, settings.stats_retention_seconds, BATCH)
+                removed = delete(session, limit=BATCH)
+            deleted += removed
             if removed < BATCH:
                 break
         return deleted
+
+
+@dataclass
+class BulkRunner:
+    """Advances running bulk operations, a batch at a time (BULK_BATCH_SIZE jobs, one
+    transaction each), taking the operations in turn so a large one does not hold up the
+    others; up to BULK_BATCHES batches per round."""
+
+    ctx: Context
+    name: str = "bulk"
+    interval: float = 1.0
+    batches: int = BULK_BATCHES
+
+    def run_once(self, now: float) -> int:
+        reached = 0
+        left = self.batches
+        operations = bulk.active(self.ctx, self.batches)
+        while operations and left > 0:
+            still = []
+            for operation_id in operations[:left]:
+                count = bulk.run_batch(self.ctx, operation_id)
+                left -= 1
+                if count is None:
+                    continue
+                reached += count
+                if count == self.ctx.settings.bulk_batch_size:
+                    still.append(operation_id)  # a short batch is an operation's last
+            operations = still
+        return reached
 
 
 @dataclass
@@ -232,7 +278,7 @@ class Stats:
 
 # How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
 # most one Postgres connection at a time (app/services/connections.py counts on it).
-DUTY_COUNT = 5
+DUTY_COUNT = 6
 
 
 def all_duties(ctx: Context) -> list[Duty]:
@@ -243,6 +289,7 @@ def all_duties(ctx: Context) -> list[Duty]:
         Reconciler(ctx, interval=settings.reconcile_interval_seconds),
         Retention(ctx, interval=settings.retention_interval_seconds),
         Stats(ctx, interval=settings.stats_interval_seconds),
+        BulkRunner(ctx, interval=settings.bulk_interval_seconds),
     ]
 
 

@@ -297,11 +297,13 @@ def delete_job(
     job_id: uuid.UUID,
     tenant: str | None,
     from_states: frozenset[JobStatus],
-) -> bool:
+) -> str | None:
+    """Delete the job if it is in `from_states`: its tenant, or None when nothing matched."""
     statement = delete(Job).where(Job.id == job_id, Job.status.in_([s.value for s in from_states]))
     if tenant is not None:
         statement = statement.where(Job.tenant == tenant)
-    return session.execute(statement.returning(Job.id)).first() is not None
+    deleted: str | None = session.scalar(statement.returning(Job.tenant))
+    return deleted
 
 
 def queue_counts(session: Session) -> list[QueueCounts]:

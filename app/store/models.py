@@ -180,3 +180,71 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _now_column()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """Append-only: a trigger refuses every UPDATE, and any DELETE of a row younger than a
+    day (retention removes old rows only); see migration 0005."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = _now_column()
+    actor: Mapped[str] = mapped_column(String(8))
+    key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        CheckConstraint("actor IN ('key', 'cli')", name="ck_audit_events_actor"),
+        # Newest first within each filter (keyset on id); retention and `since` read `at`.
+        Index("ix_audit_events_tenant", "tenant", "id"),
+        Index("ix_audit_events_key", "key_id", "id"),
+        Index("ix_audit_events_action", "action", "id"),
+        Index("ix_audit_events_at", "at"),
+    )
+
+
+BULK_ACTIONS = "'cancel','retry','replay','delete'"
+BULK_STATES = "'pending','running','done','cancelled'"
+
+
+class BulkOperation(Base):
+    __tablename__ = "bulk_operations"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    action: Mapped[str] = mapped_column(String(16))
+    query: Mapped[Any] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(BigInteger)
+    done: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    position: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = _now_column()
+    updated_at: Mapped[datetime] = _now_column()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        CheckConstraint(f"action IN ({BULK_ACTIONS})", name="ck_bulk_operations_action"),
+        CheckConstraint(f"state IN ({BULK_STATES})", name="ck_bulk_operations_state"),
+        # The duty's list of operations to advance, oldest first.
+        Index(
+            "ix_bulk_operations_active",
+            "created_at",
+            postgresql_where=text("state IN ('pending', 'running')"),
+        ),
+        # A tenant's operations, newest first (ids are UUIDv7: time-ordered).
+        Index("ix_bulk_operations_owner", "owner", "id"),
+        # Retention of finished operations.
+        Index(
+            "ix_bulk_operations_finished",
+            "finished_at",
+            postgresql_where=text("state IN ('done', 'cancelled')"),
+        ),
+    )
