@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from app.domain.bulk import BulkAction
-from app.domain.filters import JobFilter
+from app.domain.filters import JobQuery
 from app.domain.states import JobStatus
 from app.services import bulk
 from app.services.auth import Principal, Scope
@@ -133,7 +133,7 @@ def test_an_operation_survives_a_restart(settings: Settings, ctx: Context) -> No
     jobs = sorted(seed(ctx, 45, status="cancelled"))
     first = with_batches(settings, 10)
     try:
-        operation = bulk.start(first, ACME, BulkAction.RETRY, JobFilter(tenant=None))
+        operation = bulk.start(first, ACME, BulkAction.RETRY, JobQuery(tenant=None))
         assert operation.total == 45
         assert BulkRunner(first, batches=2).run_once(time.time()) == 20
     finally:
@@ -157,7 +157,7 @@ def test_no_batch_holds_more_than_the_batch_size(settings: Settings, ctx: Contex
     waiting = seed(ctx, 60, status="queued") + seed(ctx, 40, status="scheduled")
     small = with_batches(settings, 7)
     try:
-        operation = bulk.start(small, OPS, BulkAction.CANCEL, JobFilter(tenant="acme"))
+        operation = bulk.start(small, OPS, BulkAction.CANCEL, JobQuery(tenant="acme"))
         steps = []
         while (reached := bulk.run_batch(small, operation.id)) is not None:
             steps.append(reached)
@@ -215,7 +215,7 @@ def test_a_job_that_changed_state_meanwhile_is_skipped_and_counted(
     settings: Settings, ctx: Context
 ) -> None:
     first, second, third = sorted(seed(ctx, 3))
-    operation = bulk.start(ctx, ACME, BulkAction.REPLAY, JobFilter(tenant=None))
+    operation = bulk.start(ctx, ACME, BulkAction.REPLAY, JobQuery(tenant=None))
     other = create_engine(settings.database_url, poolclass=NullPool)
     try:
         with other.connect() as connection:
@@ -282,7 +282,7 @@ def test_what_a_bulk_request_may_ask(
         422,
         ["body", "filter", "status"],
     )
-    assert bulk.preview(ctx, ACME, BulkAction.DELETE, JobFilter(tenant=None)) == 0
+    assert bulk.preview(ctx, ACME, BulkAction.DELETE, JobQuery(tenant=None)) == 0
     for bad in (
         {"action": "explode"},
         {"action": "delete", "filter": {"colour": "red"}},
