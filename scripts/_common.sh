@@ -122,4 +122,8 @@ jf_ensure_test_tools() {
     # Their version must be at least the test server's major version (pg_dump refuses a newer
     # server).
     jf_ensure_debian_package postgresql-client "tests/test_backup.py runs scripts/backup.sh and restore.sh" pg_dump pg_restore psql
+    # The browser tests drive the distribution's Chromium through Playwright (pinned in
+    # requirements-dev.txt, its driver inside the pip package); Playwright's own browser
+    # downloads are never used.
+    jf_ensure_debian_package chromium "tests/ui/ drives a headless Chromium" chromium
 }

@@ -2,9 +2,10 @@
 # The whole test suite with its quality gates: the venv, Postgres and Redis (the ones at
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
 # exit), the test tools from Debian's packages (promtool, prometheus, amtool, alertmanager,
-# docker-compose, pg_dump, pg_restore, psql; installed when missing), ruff format, ruff check,
-# mypy (the product, strict, and the tooling beside it), then pytest with coverage of the
-# product. Arguments go to pytest.
+# docker-compose, pg_dump, pg_restore, psql, and chromium, which the browser tests of tests/ui/
+# drive through Playwright; installed when missing), ruff format, ruff check, mypy (the product,
+# strict, and the tooling beside it), then pytest with coverage of the product. Arguments go to
+# pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
