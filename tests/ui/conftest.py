@@ -24,6 +24,9 @@ from tests.helpers import LiveAPI, LiveFleet, wait_until
 
 # A laptop's screen; tests of the phone layout open pages of their own size.
 VIEWPORT = {"width": 1280, "height": 800}
+# How long a click or a navigation may wait for its element or page (Playwright's default is
+# 30 s): a page of the dashboard answers in milliseconds.
+ACTION_TIMEOUT_MS = 15_000
 
 
 @dataclass
@@ -77,6 +80,7 @@ def open_page(
 
     def open_one(**options: Any) -> Page:
         context = browser.new_context(base_url=live_api.url, **{"viewport": VIEWPORT, **options})
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
         page = context.new_page()
         watch.attach(page)
         contexts.append((context, page))

@@ -60,10 +60,14 @@ def queue_paused(api: Api, key: str, queue: str) -> bool | None:
 
 
 def test_an_admin_resizes_a_host_and_pauses_a_queue_and_the_api_sees_both(
-    page: Page, api: Api, admin: tuple[str, str], fleet: Fleet
+    page: Page, api: Api, admin: tuple[str, str], make_key: Callable[..., str], fleet: Fleet
 ) -> None:
     _, key = admin
     assert manager_of(api, key, fleet.host).get("desired") == 2
+    # The fleet page lists the queues that have jobs (or are paused): give `default` one.
+    producer = make_key("acme", "producer")
+    done = api.submit(producer, "noop")
+    wait_until(lambda: api.status(producer, done) == "completed", timeout=30, interval=0.1)
     sign_in(page, key)
     page.get_by_role("navigation").get_by_role("link", name="Fleet").click()
     expect(page).to_have_url(re.compile(r"/ui/fleet$"))
@@ -76,7 +80,9 @@ def test_an_admin_resizes_a_host_and_pauses_a_queue_and_the_api_sees_both(
         if beat["host"] == fleet.host and beat["kind"] == "worker":
             expect(workers).to_contain_text(str(beat["pid"]))
 
-    host.get_by_label("Desired processes").fill("1")
+    size = host.get_by_label("Desired processes")
+    size.fill("1")
+    expect(size).to_have_value("1")
     host.get_by_role("button", name="Set size").click()
     expect(page.get_by_role("status")).to_be_visible()
     wait_until(lambda: manager_of(api, key, fleet.host).get("desired") == 1, timeout=20)
@@ -121,12 +127,17 @@ def test_the_audit_page_shows_the_admins_actions(
     page: Page, api: Api, admin: tuple[str, str], make_key: Callable[..., str], fleet: Fleet
 ) -> None:
     key_id, key = admin
-    job = api.submit(make_key("acme", "producer"), "noop", queue="nobody-serves-this")
+    producer = make_key("acme", "producer")
+    job = api.submit(producer, "noop", queue="nobody-serves-this")
+    done = api.submit(producer, "noop")  # the fleet page lists `default`, which has a job
+    wait_until(lambda: api.status(producer, done) == "completed", timeout=30, interval=0.1)
     sign_in(page, key)
 
     page.goto("/ui/fleet")
     host = page.get_by_test_id("hosts").locator(f'tr[data-host="{fleet.host}"]')
-    host.get_by_label("Desired processes").fill("2")  # its size as it is: no process stops
+    size = host.get_by_label("Desired processes")
+    size.fill("2")  # its size as it is: no process stops
+    expect(size).to_have_value("2")
     host.get_by_role("button", name="Set size").click()
     expect(page.get_by_role("status")).to_be_visible()
     queue = page.get_by_test_id("queues").locator('tr[data-queue="default"]')
