@@ -28,6 +28,8 @@ from app.logging import configure_logging
 from app.services import connections, limits
 from app.services.context import Context
 from app.settings import Settings, load_settings
+from app.ui import install as install_dashboard
+from app.ui.security import SecurityHeaders
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,12 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lease.router)
     app.include_router(bulk.router)
     app.include_router(audit.router)
+    install_dashboard(app)
     docs.install(app)
     openapi.install(app)
     # Added innermost first: the request id wraps everything, a 500 and a 413 reply included.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(InternalErrors)
     app.add_middleware(RequestContext)
+    # Outermost: the dashboard's security headers reach every /ui reply, a 500 or 413 included.
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     bulk_interval_seconds: float = Field(1.0, gt=0)
     bulk_batch_size: int = Field(500, ge=1, le=10_000)
 
+    # How long a dashboard sign-in lasts (its cookie's lifetime); the key is re-checked on
+    # every page, so a revoked key ends every session at once.
+    ui_session_seconds: int = Field(28_800, ge=60, le=30 * 86_400)
+
     @field_validator("http_task_allow")
     @classmethod
     def _parse_allow_list(cls, value: str) -> str:

@@ -2,12 +2,13 @@
 app/ (lazy and type-checking ones included) against the documented direction.
 
     entry points (app.main, app.cli) -> api -> services -> store | dispatch -> domain
+                                        ui -> services
                                         workers -> services
 
 app.settings, app.logging, app.metrics and app.runtime are shared by every layer and import
-nothing but the domain. Routers and workers reach Postgres and Redis only through services:
-they take nothing of a database or Redis client but its exception classes, and touch no
-connection handle of the Context.
+nothing but the domain. Routers, dashboard pages and workers reach Postgres and Redis only
+through services: they take nothing of a database or Redis client but its exception classes,
+and touch no connection handle of the Context. Only app.main imports the dashboard.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ APP = ROOT / "app"
 
 PACKAGES = {
     "app.api": "api",
+    "app.ui": "ui",
     "app.services": "services",
     "app.store": "store",
     "app.migrations": "store",  # the schema's history, run by Alembic from app.store.admin
@@ -33,8 +35,10 @@ SHARED = {"app.settings", "app.logging", "app.metrics", "app.runtime"}
 ENTRY = {"app", "app.__main__", "app.cli", "app.main"}
 
 MAY_IMPORT = {
-    "entry": {"entry", "api", "services", "store", "dispatch", "domain", "workers", "shared"},
+    "entry": {"entry", "api", "ui", "services", "store", "dispatch", "domain", "workers", "shared"},
     "api": {"api", "services", "domain", "shared"},
+    # The dashboard's pages are routers too: services only, never the API's modules.
+    "ui": {"ui", "services", "domain", "shared"},
     "workers": {"workers", "services", "domain", "shared"},
     "services": {"services", "store", "dispatch", "domain", "shared"},
     "store": {"store", "domain", "shared"},
@@ -111,6 +115,17 @@ def test_imports_go_the_documented_way() -> None:
     assert found == []
 
 
+def test_only_main_imports_the_dashboard() -> None:
+    importers = {
+        name
+        for name, path in modules().items()
+        if layer_of(name) != "ui"
+        for _, imported in imports(path.read_text())
+        if layer_of(imported) == "ui"
+    }
+    assert importers == {"app.main"}
+
+
 def client_uses(module: str, source: str) -> list[str]:
     """What the source takes of a Postgres or Redis client other than its exception classes
     (`redis.RedisError` after `import redis` is fine, `redis.Redis` is not), and its uses of
@@ -142,7 +157,7 @@ def client_uses(module: str, source: str) -> list[str]:
 def test_routers_and_workers_reach_postgres_and_redis_through_services() -> None:
     found = []
     for name, path in modules().items():
-        if layer_of(name) in {"api", "workers"}:
+        if layer_of(name) in {"api", "ui", "workers"}:
             found += client_uses(name, path.read_text())
     assert found == []
 

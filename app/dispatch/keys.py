@@ -28,6 +28,9 @@ key                          type        TTL        written by                  
 <p>:labels:<queue|task>      set         none       every process that counts   the same (metric
                                                     a job (admits names up to   labels)
                                                     METRICS_MAX_QUEUES/_TASKS)
+<p>:ui:ended:<session id>    string      the        dashboard sign-out          every dashboard
+                                        session's                               page (a copied
+                                        time left                               cookie is dead)
 
 Ready ids live in one list per queue, priority and tenant (FIFO: RPUSH, LPOP), so that an HTTP
 worker of one tenant takes only that tenant's jobs without looking at anyone else's. Which
@@ -108,6 +111,10 @@ class Keys:
     def metric_labels(self, label: str) -> str:
         """The names admitted as values of a metric label (`queue` or `task`)."""
         return f"{self.prefix}:labels:{label}"
+
+    def ended_session(self, session_id: str) -> str:
+        """Set when a dashboard session signs out: its cookie no longer opens a page."""
+        return f"{self.prefix}:ui:ended:{session_id}"
 
     @property
     def everything(self) -> str:

@@ -52,7 +52,18 @@ def authenticate(ctx: Context, authorization: str | None) -> Principal:
     scheme, _, plain = authorization.partition(" ")
     if scheme.lower() != "bearer" or not plain.strip():
         raise Unauthorized("the Authorization header must be `Bearer <key>`")
-    digest = hash_key(ctx.settings.hashing_secret, plain.strip())
+    return authenticate_digest(ctx, key_digest(ctx, plain))
+
+
+def key_digest(ctx: Context, plain_key: str) -> str:
+    """What identifies a key without being it: the digest Postgres keeps (a dashboard session
+    holds this, never the key)."""
+    return hash_key(ctx.settings.hashing_secret, plain_key.strip())
+
+
+def authenticate_digest(ctx: Context, digest: str) -> Principal:
+    """The caller of the key with this digest, verified moments ago in this process or now in
+    Postgres; Unauthorized when no active key has it (revoked, or never made)."""
     cached = ctx.principals.get(digest)
     if cached is not None:
         return cached
