@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from app.domain.errors import NotFound
-from app.ui import pages_login, pages_overview
+from app.ui import pages_bulk, pages_dlq, pages_job, pages_jobs, pages_login, pages_overview
 from app.ui.render import STATIC, STATIC_URL, PageRoute, build_environment, redirect
 from app.ui.session import Reader
 
@@ -21,6 +21,10 @@ PREFIX = "/ui"
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=PageRoute)
 router.include_router(pages_login.router)
 router.include_router(pages_overview.router)
+router.include_router(pages_jobs.router)
+router.include_router(pages_job.router)
+router.include_router(pages_dlq.router)
+router.include_router(pages_bulk.router)
 
 
 @router.get("")
