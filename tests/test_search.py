@@ -16,10 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.domain.errors import Forbidden
-from app.domain.filters import TOTAL_CAP, JobQuery
+from app.domain.filters import TOTAL_CAP, JobQuery, error_digest
 from app.domain.principal import Principal, Scope
 from app.domain.states import JobStatus
-from app.services import search
+from app.services import dlq, search
 from app.services.context import Context
 from app.store.search import conditions, like_pattern
 
@@ -262,11 +262,61 @@ def test_a_query_survives_its_json_form() -> None:
         job_id=uuid.uuid4(),
         payload_contains={"order": 1001, "tags": ["x"]},
         error_contains="refused",
+        id_or_key="order-1001",
+        error_digest=error_digest("refused"),
     )
     stored = orjson.loads(orjson.dumps(query.to_json()))
     assert "task" not in stored and stored["status"] == "failed"
     assert JobQuery.from_json(stored) == query
     assert JobQuery.from_json({}) == JobQuery(None)
+
+
+def test_one_search_box_finds_a_job_by_id_or_by_idempotency_key(
+    ctx: Context, history: dict[str, uuid.UUID]
+) -> None:
+    """`id_or_key`: the dashboard's box. Keys are often UUIDs, so a UUID is tried as both."""
+    h = history
+    assert found(ctx, ACME, id_or_key=str(h["a_mail"])) == [h["a_mail"]]
+    assert found(ctx, ACME, id_or_key="order-1001") == [h["a_keyed"]]
+    assert found(ctx, ACME, id_or_key=str(h["b_order"])) == []  # another tenant's id
+    with ctx.db.transaction() as session:
+        uuid_key = str(uuid.uuid4())
+        keyed = add_job(session, minute=10, key=uuid_key)
+        add_job(session, "globex", minute=11, key=uuid_key)
+    assert found(ctx, ACME, id_or_key=uuid_key) == [keyed]
+    assert found(ctx, ACME, id_or_key="no-such-key") == []
+
+
+def test_dead_letters_group_by_task_and_exact_error_largest_first(ctx: Context) -> None:
+    multi_line = "Traceback:\n  line 1\nValueError: bad"
+    with ctx.db.transaction() as session:
+        for n in range(3):
+            add_job(session, minute=n, task="mail", status="failed", error="SMTP refused")
+        add_job(session, minute=3, task="mail", status="failed", error="SMTP refused!")
+        add_job(session, minute=4, task="bill", status="failed", error="SMTP refused")
+        for n in range(2):
+            add_job(session, minute=5 + n, task="bill", status="failed", error=multi_line)
+        add_job(session, minute=7, task="mail", status="completed", error="SMTP refused")
+        add_job(session, "globex", minute=8, task="mail", status="failed", error="SMTP refused")
+    groups = dlq.groups(ctx, ACME, JobQuery(None), 10)
+    assert [(g.task, g.error, g.jobs) for g in groups] == sorted(
+        [("mail", "SMTP refused", 3), ("bill", multi_line, 2), ("mail", "SMTP refused!", 1),
+         ("bill", "SMTP refused", 1)],
+        key=lambda group: (-group[2], group[0], error_digest(group[1])),
+    )  # fmt: skip
+    assert all(g.digest == error_digest(g.error) for g in groups)
+    # A group's task and digest find its jobs again, and only them.
+    multi = next(g for g in groups if g.task == "bill" and g.jobs == 2)
+    again = found(ctx, ACME, status=JobStatus.FAILED, task="bill", error_digest=multi.digest)
+    assert len(again) == 2
+    # Filters narrow the groups; an admin's cover every tenant.
+    narrowed = dlq.groups(ctx, ACME, JobQuery(None, error_contains="!"), 10)
+    assert [(g.task, g.jobs) for g in narrowed] == [("mail", 1)]
+    everyone = dlq.groups(ctx, ADMIN, JobQuery(None, task="mail", error_contains="refused"), 10)
+    assert [(g.error, g.jobs) for g in everyone] == [("SMTP refused", 4), ("SMTP refused!", 1)]
+    assert dlq.groups(ctx, ACME, JobQuery(None), 1) == groups[:1]
+    with pytest.raises(Forbidden):
+        dlq.groups(ctx, ACME, JobQuery("globex"), 10)
 
 
 # -- through GET /jobs ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, fields
@@ -45,6 +46,12 @@ class JobQuery(JobFilter):
     idempotency_key: str | None = None
     payload_contains: JsonContainer | None = None  # JSONB containment: payload @> this
     error_contains: str | None = None  # a substring of last_error, case-insensitive
+    # What a person types in one search box: the job of this id, or the jobs submitted with
+    # this idempotency key (keys are often UUIDs themselves, so a UUID is tried as both).
+    id_or_key: str | None = None
+    # One dead-letter group: jobs whose last_error is exactly the one of this digest
+    # (`error_digest`), however long or multi-line that error is.
+    error_digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The query as a JSON object (the fields that are set), e.g. to store it."""
@@ -73,6 +80,13 @@ class JobQuery(JobFilter):
         if values.get("status") is not None:
             values["status"] = JobStatus(values["status"])
         return cls(**values)
+
+
+def error_digest(error: str | None) -> str:
+    """The key of a dead-letter group: the MD5 of the last error's UTF-8 text (no error: of
+    the empty text), in hex, as Postgres' md5() computes it. A digest, not the text, so that a
+    form or a link can name a group whatever its error holds."""
+    return hashlib.md5((error or "").encode(), usedforsecurity=False).hexdigest()
 
 
 def parse_containment(text: str) -> JsonContainer:

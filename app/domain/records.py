@@ -69,6 +69,17 @@ class JobMatches:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterGroup:
+    """Failed jobs of one task that failed with one error."""
+
+    task: str
+    error: str | None  # the last error, its first 2,000 characters (the group is by all of it)
+    digest: str  # the group's key: app.domain.filters.error_digest of the whole error
+    jobs: int
+    latest: datetime | None  # when the latest of them failed
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One finished attempt of a job (a `job_attempts` row)."""
 

@@ -7,15 +7,17 @@ import uuid
 
 from app.domain.audit import AuditAction
 from app.domain.errors import InvalidTransition, JobNotFound
-from app.domain.filters import JobFilter
+from app.domain.filters import JobFilter, JobQuery
+from app.domain.records import DeadLetterGroup
 from app.domain.schemas import JobOut
 from app.domain.states import JobStatus
 from app.logging import bind
-from app.services import audit
+from app.services import audit, search
 from app.services.auth import Principal
 from app.services.context import Context
 from app.services.jobs import announce_after_commit
 from app.store import jobs as job_store
+from app.store import search as search_store
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +79,13 @@ def delete(ctx: Context, principal: Principal, job_id: uuid.UUID) -> None:
             audit.record(session, principal, AuditAction.JOB_DELETE, target)
     if tenant is None:
         raise _dead_lettered(ctx, principal, job_id)
+
+
+def groups(
+    ctx: Context, principal: Principal, query: JobQuery, limit: int
+) -> list[DeadLetterGroup]:
+    """The dead letters that match, grouped by task and error, the largest groups first. Each
+    group's `digest` with its task, as a JobQuery's `error_digest`, names its jobs again: to
+    list them, or to replay them all in a bulk operation."""
+    with ctx.db.transaction() as session:
+        return search_store.dead_letter_groups(session, search.scoped(principal, query), limit)

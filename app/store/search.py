@@ -14,19 +14,23 @@ ordered walk finds a page quickly (at 1,000,000 jobs, one row in a hundred or mo
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.domain.filters import TOTAL_CAP, JobFilter, JobQuery
-from app.domain.records import JobMatches
+from app.domain.records import DeadLetterGroup, JobMatches
+from app.domain.states import JobStatus
 from app.store.jobs import JOB_SELECTION, job_record
 from app.store.models import Job
 
 _NEWEST_FIRST = (Job.created_at.desc(), Job.id.desc())
+# Characters of a dead-letter group's error that a listing shows (the group is by all of it).
+GROUP_ERROR_SHOWN = 2000
 
 
 def like_pattern(text: str) -> str:
@@ -62,7 +66,27 @@ def conditions(query: JobFilter) -> list[ColumnElement[bool]]:
         # The default escape character of LIKE is the backslash: no ESCAPE clause, so that
         # the trigram index sees a constant pattern.
         terms.append(Job.last_error.ilike(like_pattern(query.error_contains)))
+    if query.id_or_key is not None:
+        terms.append(_id_or_key(query.id_or_key))
+    if query.error_digest is not None:
+        terms.append(_error_digest() == query.error_digest)
     return terms
+
+
+def _error_digest() -> ColumnElement[str]:
+    """The key of a job's dead-letter group, as app.domain.filters.error_digest computes it."""
+    return func.md5(func.coalesce(Job.last_error, ""))
+
+
+def _id_or_key(text: str) -> ColumnElement[bool]:
+    """The job of this id, or the jobs of this idempotency key: each side an indexed
+    equality, so Postgres answers with a bitmap OR of the two."""
+    by_key = Job.idempotency_key == text
+    try:
+        job_id = uuid.UUID(text)
+    except ValueError:
+        return by_key
+    return or_(Job.id == job_id, by_key)
 
 
 def _after(position: tuple[datetime, uuid.UUID] | None) -> list[ColumnElement[bool]]:
@@ -131,3 +155,29 @@ def search_jobs(
     rows = session.execute(statement.order_by(*_NEWEST_FIRST))
     jobs = [job_record(row) for row in rows]
     return JobMatches(jobs, min(counted, TOTAL_CAP), counted <= TOTAL_CAP)
+
+
+def dead_letter_groups(session: Session, query: JobQuery, limit: int) -> list[DeadLetterGroup]:
+    """The failed jobs that match, grouped by task and exact last error, the largest groups
+    first: up to `limit` groups, each with its count and its latest failure. The query's own
+    status is ignored: a dead letter is a failed job."""
+    where = conditions(dataclasses.replace(query, status=JobStatus.FAILED))
+    jobs = func.count().label("jobs")
+    digest = _error_digest()
+    rows = session.execute(
+        select(
+            Job.task,
+            func.left(Job.last_error, GROUP_ERROR_SHOWN),
+            digest,
+            jobs,
+            func.max(Job.finished_at),
+        )
+        .where(*where)
+        .group_by(Job.task, Job.last_error)
+        .order_by(jobs.desc(), Job.task, digest)
+        .limit(limit)
+    )
+    return [
+        DeadLetterGroup(task, error, digest, int(count), latest)
+        for task, error, digest, count, latest in rows
+    ]

@@ -12,7 +12,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from app.domain.errors import NotFound
-from app.ui import pages_audit, pages_fleet, pages_login, pages_overview
+from app.ui import (
+    pages_audit,
+    pages_bulk,
+    pages_dlq,
+    pages_fleet,
+    pages_job,
+    pages_jobs,
+    pages_login,
+    pages_overview,
+)
 from app.ui.render import STATIC, STATIC_URL, PageRoute, build_environment, redirect
 from app.ui.session import Reader
 
@@ -23,6 +32,10 @@ router.include_router(pages_login.router)
 router.include_router(pages_overview.router)
 router.include_router(pages_fleet.router)
 router.include_router(pages_audit.router)
+router.include_router(pages_jobs.router)
+router.include_router(pages_job.router)
+router.include_router(pages_dlq.router)
+router.include_router(pages_bulk.router)
 
 
 @router.get("")
