@@ -40,6 +40,21 @@ def count(payload: Any, job: JobContext) -> dict[str, Any]:
     return {"runs": runs}
 
 
+class FirstRunFailed(Exception):
+    """`fails_once` fails the first run of each job on purpose."""
+
+
+@task("fails_once")
+def fails_once(payload: Any, job: JobContext) -> dict[str, Any]:
+    """Fails the first run of each job, whatever its attempt number, and succeeds after: a
+    dead-lettered job that a replay (a fresh retry budget, attempts from 0) brings back runs
+    to completion."""
+    runs = _redis().hincrby(side_effect_key(), str(job.id), 1)
+    if runs == 1:
+        raise FirstRunFailed("first run fails")
+    return {"runs": runs}
+
+
 @task("stubborn")
 def stubborn(payload: Any) -> None:
     """Blocks in one C call, so the soft timeout cannot reach it: only a kill stops it."""

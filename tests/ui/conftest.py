@@ -103,6 +103,9 @@ def page(open_page: Callable[..., Page]) -> Page:
 
 
 def beating(ctx: Context, fleet: Fleet) -> Fleet:
-    """The fleet, once its workers beat again in the Redis the test's `ctx` just cleared."""
+    """The fleet, once its workers beat again in the Redis the test's `ctx` just cleared, and
+    its reconciler has rebuilt that Redis from Postgres (it writes the epoch key when done):
+    a rebuild after the test submitted jobs would push their ids a second time."""
     wait_until(lambda: len(workers_of(ctx, fleet.host)) >= fleet.processes, timeout=60)
+    wait_until(lambda: ctx.redis.client.exists(ctx.keys.epoch), timeout=30)
     return fleet

@@ -19,6 +19,7 @@ from app.services import auth
 from app.services.context import Context
 from app.settings import Settings
 from tests.browser_support import Api, reload_until, sign_in, unlabelled_controls
+from tests.fleet_support import workers_of
 from tests.helpers import ROOT, wait_until
 from tests.ui.conftest import Fleet, beating, module_fleet
 
@@ -59,6 +60,11 @@ def queue_paused(api: Api, key: str, queue: str) -> bool | None:
     return next((q["paused"] for q in reply.json() if q["queue"] == queue), None)
 
 
+def all_paused(ctx: Context, fleet: Fleet, queue: str) -> bool:
+    beats = workers_of(ctx, fleet.host)
+    return len(beats) >= fleet.processes and all(queue in b["paused_queues"] for b in beats)
+
+
 def test_an_admin_resizes_a_host_and_pauses_a_queue_and_the_api_sees_both(
     page: Page, api: Api, admin: tuple[str, str], make_key: Callable[..., str], fleet: Fleet
 ) -> None:
@@ -96,11 +102,18 @@ def test_an_admin_resizes_a_host_and_pauses_a_queue_and_the_api_sees_both(
 
 
 def test_a_waiting_job_says_why_its_queue_is_paused_or_unserved(
-    page: Page, api: Api, admin: tuple[str, str], make_key: Callable[..., str], fleet: Fleet
+    page: Page,
+    api: Api,
+    ctx: Context,
+    admin: tuple[str, str],
+    make_key: Callable[..., str],
+    fleet: Fleet,
 ) -> None:
     _, admin_key = admin
     key = make_key("acme", "producer")
     assert api.call("POST", "/queues/default/pause", admin_key).status_code == 200
+    # Every worker's pop honours the pause (its heartbeat says so) before the job comes.
+    wait_until(lambda: all_paused(ctx, fleet, "default"), timeout=10)
     held = api.submit(key, "noop", queue="default")  # served, but paused
     unserved = api.submit(key, "noop", queue="nobody-serves-this")
     sign_in(page, key)
