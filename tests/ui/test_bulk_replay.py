@@ -64,7 +64,18 @@ def test_a_bulk_replay_of_10000_dead_jobs_counts_first_advances_in_batches_and_a
     sign_in(page, key)
 
     page.goto("/ui/jobs?status=failed&queue=bulk")
-    expect(page.get_by_test_id("jobs").locator("tr[data-job-id]").first).to_be_visible()
+    rows = page.get_by_test_id("jobs").locator("tr[data-job-id]")
+    expect(rows.first).to_be_visible()
+    # Keyset pages: the next page (its cursor in the URL) holds other jobs of the filter.
+    first_page = set(rows.evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
+    assert first_page and first_page <= set(dead)
+    page.get_by_role("link", name="Next page").click()
+    expect(page).to_have_url(re.compile(r"[?&]cursor="))
+    expect(rows.first).to_be_visible()
+    second_page = set(rows.evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
+    assert second_page <= set(dead) and not first_page & second_page
+
+    page.goto("/ui/jobs?status=failed&queue=bulk")
     page.get_by_label("Bulk action").select_option("replay")
     page.get_by_role("button", name="Preview").click()
     expect(page.get_by_test_id("bulk-count")).to_contain_text(re.compile(r"10,?000 jobs match"))
@@ -74,9 +85,10 @@ def test_a_bulk_replay_of_10000_dead_jobs_counts_first_advances_in_batches_and_a
     page.wait_for_url(re.compile(r"/ui/bulk/[0-9a-f-]{36}$"))
     progress = page.get_by_test_id("bulk-progress")
     expect(progress).to_contain_text(of_total(0))
+    page.evaluate("() => { window.stillTheSamePage = true; }")
 
     # No process runs the bulk duty yet: the test runs its first batches, one at a time, and
-    # the page shows each as it lands, without being reloaded by hand.
+    # the page shows each as it lands, refreshing itself (no reload, no click).
     runner = BulkRunner(ctx, batches=1)
     batch = ctx.settings.bulk_batch_size
     for step in (1, 2):
@@ -88,6 +100,8 @@ def test_a_bulk_replay_of_10000_dead_jobs_counts_first_advances_in_batches_and_a
     start_fleet(processes=2, threads=4, queues="bulk")
     expect(progress).to_contain_text(of_total(DEAD), timeout=60_000)
     expect(page.get_by_test_id("bulk-status")).to_contain_text(re.compile("done|completed"))
+    expect(page.get_by_test_id("bulk-skipped")).to_have_text("0")
+    assert page.evaluate("() => window.stillTheSamePage === true"), "the page was reloaded"
     wait_until(
         lambda: by_status(ctx, queue="bulk", tenant="acme")["completed"] == DEAD + 25, timeout=60
     )
