@@ -214,7 +214,7 @@ def test_the_overview_photographed_for_the_readme(
     wait_until(settled, timeout=30)
     assert {api.status(acme, job) for job in failing} == {"failed"}
 
-    page = open_page(viewport={"width": 1280, "height": 640})
+    page = open_page(viewport={"width": 1280, "height": 460})
     sign_in(page, key)
     overview = page.get_by_test_id("overview")
     for queue in ("default", "emails", "reports"):
@@ -223,7 +223,7 @@ def test_the_overview_photographed_for_the_readme(
         re.compile("paused", re.IGNORECASE)
     )
     picture = tmp_path / "dashboard-overview.png"
-    page.screenshot(path=picture)
+    page.screenshot(path=picture, full_page=True)
     assert picture.stat().st_size > 10_000
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
