@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.api.bodies import JsonRoute
 from app.api.deps import Admin, ContextDep
 from app.api.openapi import Responses
-from app.domain.schemas import HostName, QueueName
+from app.domain.schemas import HostName, ProcessCount, QueueName
 from app.services import fleet
 from app.services.fleet import QueueInfo
 
@@ -22,7 +22,7 @@ NO_HOST: Responses = {
 
 
 class FleetSize(BaseModel):
-    processes: int = Field(ge=0, le=256, description="worker processes this host should run")
+    processes: ProcessCount = Field(description="worker processes this host should run")
 
 
 class FleetSizeSet(BaseModel):

@@ -22,6 +22,8 @@ Priority = Annotated[int, Field(ge=0, le=9)]
 # A tenant, as API keys name it (the `--tenant` of `keys create`).
 # A fleet host: its FLEET_HOST setting, or its hostname.
 HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
+# How many worker processes a host's manager should run (PUT /fleet/{host}/size).
+ProcessCount = Annotated[int, Field(ge=0, le=256)]
 # An opaque list cursor: the `next_cursor` of a previous page, unpadded base64url.
 Cursor = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
 

@@ -12,7 +12,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from app.domain.errors import NotFound
-from app.ui import pages_bulk, pages_dlq, pages_job, pages_jobs, pages_login, pages_overview
+from app.ui import (
+    pages_audit,
+    pages_bulk,
+    pages_dlq,
+    pages_fleet,
+    pages_job,
+    pages_jobs,
+    pages_login,
+    pages_overview,
+)
 from app.ui.render import STATIC, STATIC_URL, PageRoute, build_environment, redirect
 from app.ui.session import Reader
 
@@ -25,6 +34,8 @@ router.include_router(pages_jobs.router)
 router.include_router(pages_job.router)
 router.include_router(pages_dlq.router)
 router.include_router(pages_bulk.router)
+router.include_router(pages_fleet.router)
+router.include_router(pages_audit.router)
 
 
 @router.get("")
