@@ -2,7 +2,8 @@
 many tenants and queues, mostly completed, some failed with their errors, payloads of several
 shapes), analysed as autovacuum would have, then each query the dashboard runs, timed several
 times through the services the dashboard calls: the jobs list (first page, and pages deep in
-filters), payload and error searches, and the overview."""
+filters), payload and error searches, a search by id or idempotency key, the dead-letter
+queue's groups, and the overview."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from app.domain.cursor import encode_cursor
 from app.domain.filters import JobQuery
 from app.domain.principal import Principal, Scope
 from app.domain.states import JobStatus
-from app.services import overview, search
+from app.services import dlq, overview, search
 from app.services.context import Context
 from app.services.maintenance import Stats
 from bench import readout
@@ -182,6 +183,14 @@ def measure(ctx: Context, total: int, repeats: int = 20) -> dict[str, float]:
             ),
             {"half": total // 50},
         )
+        # An idempotency key of the busiest tenant from the middle of the week.
+        key = session.scalar(
+            text(
+                "SELECT idempotency_key FROM jobs WHERE tenant = 'tenant-000' "
+                "AND idempotency_key IS NOT NULL ORDER BY created_at OFFSET :half LIMIT 1"
+            ),
+            {"half": total // 50},
+        )
     searches: dict[str, tuple[Principal, JobQuery, str | None]] = {
         "list_first_page_admin": (admin, JobQuery(None), None),
         "list_first_page_busy_tenant": (busy, JobQuery(None), None),
@@ -205,11 +214,16 @@ def measure(ctx: Context, total: int, repeats: int = 20) -> dict[str, float]:
         "error_tenant_failed": (
             busy, JobQuery(None, JobStatus.FAILED, error_contains="timeout"), None
         ),
+        "lookup_key_admin": (admin, JobQuery(None, id_or_key=key), None),
+        "lookup_key_busy_tenant": (busy, JobQuery(None, id_or_key=key), None),
     }  # fmt: skip
     calls: dict[str, Callable[[], object]] = {
         name: partial(search.search, ctx, principal, query, 20, cursor)
         for name, (principal, query, cursor) in searches.items()
     }
+    dead = JobQuery(None, JobStatus.FAILED)
+    calls["dlq_groups_admin"] = partial(dlq.groups, ctx, admin, dead, 50)
+    calls["dlq_groups_busy_tenant"] = partial(dlq.groups, ctx, busy, dead, 50)
     calls["overview_admin"] = partial(overview.overview, ctx, admin)
     calls["overview_busy_tenant"] = partial(overview.overview, ctx, busy)
     for name, call in calls.items():

@@ -30,12 +30,12 @@ PREFIX = "/ui"
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=PageRoute)
 router.include_router(pages_login.router)
 router.include_router(pages_overview.router)
-router.include_router(pages_fleet.router)
-router.include_router(pages_audit.router)
 router.include_router(pages_jobs.router)
 router.include_router(pages_job.router)
 router.include_router(pages_dlq.router)
 router.include_router(pages_bulk.router)
+router.include_router(pages_fleet.router)
+router.include_router(pages_audit.router)
 
 
 @router.get("")

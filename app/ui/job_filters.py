@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -27,6 +27,7 @@ from app.domain.filters import (
 from app.domain.schemas import IdempotencyKey, QueueName, TaskName
 from app.domain.states import JobStatus
 from app.domain.values import UtcDatetime
+from app.ui.params import blank_or_utc
 
 # Every filter a URL may carry, in the order the forms show them.
 FIELDS = (
@@ -60,19 +61,19 @@ MAX_BACK = 4000
 
 
 def _as_utc(value: Any) -> Any:
-    """A time as a person types it: ISO 8601, in UTC unless it names an offset (the form's
-    hint says so); a date alone is its midnight."""
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "datetime_invalid",
-            "not a date and time: use ISO 8601, such as 2026-03-01T12:00 (UTC) "
-            "or 2026-03-01T12:00+02:00",
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    """A time as a person types it (app.ui.params: UTC unless it names an offset; a date
+    alone is its midnight), refused in words that say what to type instead."""
+    value = blank_or_utc(value)
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "datetime_invalid",
+                "not a date and time: use ISO 8601, such as 2026-03-01T12:00 (UTC) "
+                "or 2026-03-01T12:00+02:00",
+            ) from None
+    return value
 
 
 TypedTime = Annotated[UtcDatetime, BeforeValidator(_as_utc)]

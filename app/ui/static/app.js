@@ -66,7 +66,7 @@
       fetch(url, {
         credentials: "same-origin",
         cache: "no-store",
-        headers: { "Accept": "text/html", "X-Jobfleet-Refresh": "1" },
+        headers: { "Accept": "text/html" },
       })
         .then(function (response) {
           if (new URL(response.url).pathname === LOGIN_PATH) {
