@@ -176,7 +176,11 @@ def test_a_dead_job_is_replayed_from_the_dead_letter_page_and_completes(
 
     page.goto(f"/ui/jobs/{dead}")
     reload_until(page, page.get_by_test_id("job-status"), "completed")
-    expect(page.get_by_test_id("attempts").locator("tr[data-attempt]")).to_have_count(2)
+    # The timeline keeps the dead attempt and numbers the replay's after it.
+    attempts = page.get_by_test_id("attempts")
+    expect(attempts.locator("tr[data-attempt]")).to_have_count(2)
+    expect(attempts.locator('tr[data-attempt="1"]')).to_contain_text("first run fails")
+    expect(attempts.locator('tr[data-attempt="2"]')).to_contain_text("completed")
     assert api.status(key, dead) == "completed"
 
 
