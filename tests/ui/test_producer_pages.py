@@ -185,7 +185,7 @@ def test_a_dead_job_is_replayed_from_the_dead_letter_page_and_completes(
 
 
 def test_a_group_of_dead_letters_is_replayed_at_once_and_one_deleted(
-    page: Page, api: Api, make_key: Callable[..., str], fleet: Fleet
+    page: Page, api: Api, make_key: Callable[..., str], fleet: Fleet, watch: PageWatch
 ) -> None:
     key = make_key("acme", "producer")
     group = [dead_job(api, key), dead_job(api, key)]
@@ -214,6 +214,7 @@ def test_a_group_of_dead_letters_is_replayed_at_once_and_one_deleted(
 
     job_row(page.get_by_test_id("dlq"), declined).get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status")).to_be_visible()
+    assert [d for d in watch.dialogs if "Delete" in d], "deleting asks first"
     expect(job_row(page.get_by_test_id("dlq"), declined)).to_have_count(0)
     assert api.call("GET", f"/jobs/{declined}", key).status_code == 404
 
