@@ -87,6 +87,12 @@
             notice(region, "This view is no longer available; reload the page.");
             return;
           }
+          // Focus may have moved into the region while the fetch was in flight: what is being
+          // typed there wins, and this copy is dropped.
+          if (region.contains(document.activeElement)) {
+            later(every);
+            return;
+          }
           var nodes = Array.prototype.map.call(fresh.childNodes, function (node) {
             return document.importNode(node, true);
           });
