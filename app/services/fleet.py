@@ -33,6 +33,15 @@ def list_workers(ctx: Context) -> list[dict[str, Any]]:
     )
 
 
+def served_queues(beats: list[dict[str, Any]]) -> set[str]:
+    """The queues some live native worker process takes jobs from (a stopping one does not)."""
+    served: set[str] = set()
+    for beat in beats:
+        if beat.get("kind") == "worker" and beat.get("state") != "stopping":
+            served.update(str(queue) for queue in beat.get("queues") or [])
+    return served
+
+
 def set_fleet_size(ctx: Context, principal: Principal, host: str, processes: int) -> None:
     """Only for a host the fleet knows: one whose manager beats, or one already given a size
     (its manager may be restarting). A typo must not leave a key in Redis for ever. Recorded
@@ -86,7 +95,9 @@ def queues(ctx: Context) -> list[QueueInfo]:
         counts = job_store.queue_counts(session)
         now = job_store.database_now(session)
     paused = fleet.paused_queues(ctx.redis.client, ctx.keys)
-    names = sorted({c.queue for c in counts} | paused)
+    # A queue the fleet serves is listed before its first job, so it can be paused ahead of it.
+    served = served_queues(fleet.read_heartbeats(ctx.redis.client, ctx.keys))
+    names = sorted({c.queue for c in counts} | paused | served)
     in_redis = fleet.queue_lengths(ctx.redis.client, ctx.keys, names)
     by_name = {c.queue: c for c in counts}
     infos = []

@@ -17,6 +17,7 @@ from app.domain.records import JobRecord
 from app.domain.states import JobStatus
 from app.services.auth import Principal
 from app.services.context import Context
+from app.services.fleet import served_queues
 from app.store import jobs as job_store
 from app.store import maintenance as maintenance_store
 from app.store import stats as stats_store
@@ -34,15 +35,6 @@ def tenant_in_view(principal: Principal, tenant: str | None) -> str | None:
     if tenant not in (None, principal.tenant):
         raise Forbidden("only an admin key may look at another tenant's jobs")
     return principal.tenant
-
-
-def served_queues(beats: list[dict[str, Any]]) -> set[str]:
-    """The queues some live native worker process takes jobs from (a stopping one does not)."""
-    served: set[str] = set()
-    for beat in beats:
-        if beat.get("kind") == "worker" and beat.get("state") != "stopping":
-            served.update(str(queue) for queue in beat.get("queues") or [])
-    return served
 
 
 def overview(ctx: Context, principal: Principal, tenant: str | None = None) -> list[QueueOverview]:
