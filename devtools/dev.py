@@ -97,7 +97,9 @@ def _run(settings: Settings, local_dir: Path, started: contextlib.ExitStack) -> 
     )
     print(
         f"\nJobfleet is starting.\n"
-        f"  API        {base}\n  API docs   {base}/docs\n  metrics    {metrics_url}\n"
+        f"  API        {base}\n  API docs   {base}/docs\n"
+        f"  dashboard  {base}/ui/ (sign in with the demo key below)\n"
+        f"  metrics    {metrics_url}\n"
         f"  fleet      {settings.worker_processes} processes x {settings.worker_threads} "
         f"threads on queues {settings.worker_queues}\n"
         f"  Postgres   {database_url.rsplit('@', 1)[-1]}\n  Redis      {redis_url}\n"

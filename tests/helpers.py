@@ -117,18 +117,26 @@ class LiveDev:
         self.process = start_app(
             ["dev", "--local-dir", str(local_dir)], env, stdout=subprocess.PIPE, text=True
         )
-        assert self.process.stdout is not None
         self.banner: list[str] = []
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            self.key = self._read_banner()
+            wait_until(lambda: api_answers(self.url), timeout=30)
+            wait_until(self._fleet_up, timeout=60)
+        except BaseException:
+            # A dev that never came up must not outlive the test and work on its database.
+            self.close()
+            raise
+
+    def _read_banner(self) -> str:
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             self.banner.append(line)
             if line.startswith("Ctrl-C"):
                 break
-        keys = [line.split()[-1] for line in self.banner if "demo key" in line]
+        keys = [line.split()[-1] for line in self.banner if line.strip().startswith("demo key")]
         assert keys, f"dev printed no demo key: {''.join(self.banner)}"
-        self.key = keys[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_until(lambda: api_answers(self.url), timeout=30)
-        wait_until(self._fleet_up, timeout=60)
+        return keys[0]
 
     def _fleet_up(self) -> bool:
         """Its fleet's worker process beats: jobs submitted now run without waiting for it."""
