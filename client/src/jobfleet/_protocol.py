@@ -23,6 +23,7 @@ import httpx
 from jobfleet.errors import (
     APIError,
     JobFailed,
+    PayloadTooLarge,
     TransportError,
     WaitTimeout,
     error_from_problem,
@@ -301,17 +302,33 @@ class Protocol:
         if not 1 <= batch_size <= BATCH_LIMIT:
             raise ValueError(f"batch_size must be 1..{BATCH_LIMIT}")
         bodies = [_spec_body(spec) for spec in jobs]
-        items: list[BatchItem] = []
-        for start in range(0, len(bodies), batch_size):
-            chunk = bodies[start : start + batch_size]
-            payload = {"jobs": [body for body, _ in chunk]}
-            reply = yield from self.call("POST", "/jobs/batch", _json, json=payload)
+        items: dict[int, BatchItem] = {}
+        # (first index, jobs) still to send, the next one last.
+        pending = [
+            (start, bodies[start : start + batch_size])
+            for start in range(0, len(bodies), batch_size)
+        ]
+        pending.reverse()
+        while pending:
+            start, chunk = pending.pop()
+            try:
+                payload = {"jobs": [body for body, _ in chunk]}
+                reply = yield from self.call("POST", "/jobs/batch", _json, json=payload)
+            except PayloadTooLarge as too_large:
+                # Over the API's MAX_BODY_BYTES: send each half on its own (their keys make the
+                # halves safe to send again); a single job too large is that job's error.
+                if len(chunk) == 1:
+                    key = chunk[0][0]["idempotency_key"]
+                    items[start] = BatchItem(start, 413, False, None, None, key, too_large)
+                else:
+                    half = len(chunk) // 2
+                    pending += [(start + half, chunk[half:]), (start, chunk[:half])]
+                continue
             for offset, result in enumerate(reply["results"]):
                 body, generated = chunk[offset]
-                items.append(
-                    _batch_item(start + offset, result, body["idempotency_key"], generated)
-                )
-        return BatchResult(tuple(items))
+                key = body["idempotency_key"]
+                items[start + offset] = _batch_item(start + offset, result, key, generated)
+        return BatchResult(tuple(items[index] for index in sorted(items)))
 
     def get(self, job_id: str) -> Program[Job]:
         return self.call("GET", _path("jobs", job_id), _job)
