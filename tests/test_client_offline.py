@@ -8,9 +8,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
 
+import httpx
 import pytest
 from jobfleet import Client, IdempotencyConflict, JobFailed, NotFound, ValidationError, WaitTimeout
-from jobfleet._protocol import RetryPolicy, job_body, retry_after_seconds
+from jobfleet._protocol import Protocol, RetryPolicy, job_body, retry_after_seconds
 from jobfleet.testing import AsyncFakeClient, FakeClient
 
 
@@ -25,6 +26,25 @@ def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
     after = policy.delay(1, 3.0, rand)
     assert after is not None and 3.0 <= after <= 3.5, "at least Retry-After"
     assert policy.delay(1, 31.0, rand) is None, "a Retry-After beyond the policy is not waited"
+
+
+def test_which_failures_are_retried() -> None:
+    protocol = Protocol(retry=RetryPolicy(retries=3, backoff=0.01), rand=random.Random(1))
+
+    def wait(reply: httpx.Response | httpx.TransportError, repeatable: bool) -> float | None:
+        return protocol._retry_wait(reply, 1, repeatable)
+
+    unavailable = httpx.Response(503, headers={"Retry-After": "1"})
+    assert (wait(unavailable, False) or 0) >= 1, "a 503 applied nothing: always retried"
+    assert wait(httpx.Response(429), False) is not None
+    refused = httpx.ConnectError("refused")
+    assert wait(refused, False) is not None, "never sent: always retried"
+    for maybe_applied in (httpx.ReadError("reset"), httpx.Response(502), httpx.Response(504)):
+        assert wait(maybe_applied, True) is not None, "repeatable calls are retried"
+        assert wait(maybe_applied, False) is None, "a cancel or replay is not sent twice"
+    for final in (httpx.Response(500), httpx.Response(404), httpx.Response(409)):
+        assert wait(final, True) is None
+    assert protocol._retry_wait(unavailable, 4, True) is None, "at most `retries` retries"
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:
