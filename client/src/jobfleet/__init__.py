@@ -1,0 +1,80 @@
+"""The Python client of Jobfleet: submit jobs, wait for them, page through them, and run the
+HTTP lease protocol, with a sync Client and an AsyncClient of the same shape.
+
+    from jobfleet import Client
+
+    with Client("http://127.0.0.1:8000", "jf_...") as jobs:
+        submitted = jobs.submit("send_email", {"to": "a@example.com"})
+        job = jobs.wait(submitted.id, timeout=60)
+"""
+
+from jobfleet._protocol import RetryPolicy
+from jobfleet._version import __version__
+from jobfleet.client import AsyncClient, Client
+from jobfleet.errors import (
+    APIError,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidState,
+    JobFailed,
+    JobfleetError,
+    LeaseLost,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TransportError,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+    WaitTimeout,
+)
+from jobfleet.models import (
+    Attempt,
+    BatchItem,
+    BatchResult,
+    Heartbeat,
+    Job,
+    JobFilters,
+    JobSpec,
+    Lease,
+    Page,
+    ReplayResult,
+    SubmitOptions,
+    Submitted,
+)
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "Attempt",
+    "BatchItem",
+    "BatchResult",
+    "Client",
+    "Conflict",
+    "Forbidden",
+    "Heartbeat",
+    "IdempotencyConflict",
+    "InvalidState",
+    "Job",
+    "JobFailed",
+    "JobFilters",
+    "JobSpec",
+    "JobfleetError",
+    "Lease",
+    "LeaseLost",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ReplayResult",
+    "RetryPolicy",
+    "SubmitOptions",
+    "Submitted",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationError",
+    "WaitTimeout",
+    "__version__",
+]

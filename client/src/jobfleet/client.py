@@ -1,0 +1,431 @@
+"""Client and AsyncClient: the Jobfleet API from Python, sync and async, with the same methods.
+
+Both run the calls of jobfleet._protocol, where requests, retries and replies are written once;
+a client only sends the requests and sleeps (see that module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar, Unpack
+
+import httpx
+
+from jobfleet._protocol import (
+    PAGE_LIMIT,
+    Program,
+    Protocol,
+    RetryPolicy,
+    Send,
+    Sleep,
+    settings_from_env,
+)
+from jobfleet._version import __version__
+from jobfleet.models import (
+    BatchResult,
+    Heartbeat,
+    Job,
+    JobFilters,
+    JobSpec,
+    Lease,
+    Page,
+    ReplayResult,
+    SubmitOptions,
+    Submitted,
+)
+
+__all__ = ["AsyncClient", "Client", "RetryPolicy"]
+
+T = TypeVar("T")
+Items = list[dict[str, Any]]
+
+
+class _Base:
+    """What both clients hold: where the API is, the key, the timeout and the retry policy."""
+
+    def __init__(
+        self,
+        url: str | None,
+        key: str | None,
+        timeout: float,
+        retries: int | RetryPolicy,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.url, self.key = settings_from_env(url, key)
+        self.timeout = timeout
+        policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
+        self._protocol = Protocol(retry=policy)
+        self._headers = {"User-Agent": f"jobfleet-python/{__version__}", **(headers or {})}
+        if self.key:
+            self._headers["Authorization"] = f"Bearer {self.key}"
+
+    def _request_args(self, send: Send) -> dict[str, Any]:
+        args: dict[str, Any] = {"params": send.params, "headers": send.headers}
+        if send.json is not None:
+            args["json"] = send.json
+        if send.extra_timeout:
+            args["timeout"] = self.timeout + send.extra_timeout
+        return args
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class Client(_Base):
+    """The Jobfleet API, synchronously. `url` and `key` default to JOBFLEET_URL and
+    JOBFLEET_KEY. `retries` is how often a refused or unanswered request is sent again (or a
+    RetryPolicy); `transport` an httpx transport (for tests). Use it as a context manager, or
+    call close()."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int | RetryPolicy = 5,
+        transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(url, key, timeout, retries, headers)
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    def _run(self, program: Program[T]) -> T:
+        try:
+            effect = next(program)
+            while True:
+                effect = program.send(self._effect(effect))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def _effect(self, effect: Send | Sleep) -> httpx.Response | httpx.TransportError | None:
+        if isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+            return None
+        try:
+            return self._http.request(effect.method, effect.path, **self._request_args(effect))
+        except httpx.TransportError as exc:
+            return exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, task: str, payload: Any = None, **options: Unpack[SubmitOptions]) -> Submitted:
+        """Submit one job. Without `idempotency_key` one is generated, so a retried submit never
+        makes a second job. `created` says whether this call made it."""
+        return self._run(self._protocol.submit(task, payload, options))
+
+    def submit_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, batch_size: int = 1000
+    ) -> BatchResult:
+        """Submit many jobs, `batch_size` (at most 1,000) per request; one result per job."""
+        return self._run(self._protocol.submit_many(jobs, batch_size))
+
+    def get(self, job_id: str) -> Job:
+        """The job, with its `history`."""
+        return self._run(self._protocol.get(job_id))
+
+    def why(self, job_id: str) -> dict[str, Any]:
+        """Why a queued or scheduled job has not started (GET /jobs/{id}/why)."""
+        return self._run(self._protocol.why(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> Job:
+        """The job once it has completed. Raises JobFailed when it ends failed or cancelled,
+        WaitTimeout when `timeout` seconds pass first."""
+        return self._run(self._protocol.wait(job_id, timeout, poll))
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        offset: int | None = None,
+        **filters: Unpack[JobFilters],
+    ) -> Page:
+        """One page of jobs matching the filters, newest first."""
+        return self._run(self._protocol.list_jobs(filters, limit, cursor, offset))
+
+    def iterate(
+        self, *, page_size: int = PAGE_LIMIT, **filters: Unpack[JobFilters]
+    ) -> Iterator[Job]:
+        """Every job matching the filters, newest first, page after page (by cursor)."""
+        cursor: str | None = None
+        while True:
+            page = self._run(self._protocol.list_jobs(filters, page_size, cursor))
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting job, or request the cancellation of a running one."""
+        return self._run(self._protocol.cancel(job_id))
+
+    def retry(self, job_id: str) -> Job:
+        """A failed or cancelled job back to queued."""
+        return self._run(self._protocol.retry_job(job_id))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job that is not running."""
+        return self._run(self._protocol.delete(job_id))
+
+    # -- the dead-letter queue ----------------------------------------------------------------
+
+    def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of failed jobs."""
+        return self._run(self._protocol.dlq_list(queue, task, limit, cursor))
+
+    def dlq_replay(self, job_id: str) -> Job:
+        """One failed job back to queued."""
+        return self._run(self._protocol.dlq_replay(job_id))
+
+    def dlq_replay_many(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        ids: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> ReplayResult:
+        """Up to `limit` (1..1,000, default 100) matching failed jobs back to queued."""
+        return self._run(self._protocol.dlq_replay_many(queue, task, ids, limit))
+
+    def dlq_delete(self, job_id: str) -> None:
+        """Delete a failed job."""
+        return self._run(self._protocol.delete(job_id, dlq=True))
+
+    def overview(self, tenant: str | None = None) -> Items:
+        """Every queue at a glance (GET /overview)."""
+        return self._run(self._protocol.overview(tenant))
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def queues(self) -> Items:
+        """Every queue: jobs per status, oldest waiting age, paused flag (admin)."""
+        return self._run(self._protocol.queues())
+
+    def pause_queue(self, queue: str) -> dict[str, Any]:
+        return self._run(self._protocol.pause_queue(queue, True))
+
+    def resume_queue(self, queue: str) -> dict[str, Any]:
+        return self._run(self._protocol.pause_queue(queue, False))
+
+    def workers(self) -> Items:
+        """Live fleet processes, from their heartbeats (admin)."""
+        return self._run(self._protocol.workers())
+
+    def set_fleet_size(self, host: str, processes: int) -> dict[str, Any]:
+        """How many worker processes `host` runs (admin)."""
+        return self._run(self._protocol.set_fleet_size(host, processes))
+
+    def clear_fleet_size(self, host: str) -> None:
+        """Forget the size set for `host`: it goes back to its configured one (admin)."""
+        return self._run(self._protocol.clear_fleet_size(host))
+
+    # -- the HTTP lease protocol --------------------------------------------------------------
+
+    def lease(
+        self, queue: str, worker_id: str, *, lease_seconds: float = 30, wait_seconds: float = 0
+    ) -> Lease | None:
+        """The next job of `queue` with a lease, or None when none came within wait_seconds."""
+        return self._run(self._protocol.lease(queue, worker_id, lease_seconds, wait_seconds))
+
+    def ack(self, job_id: str, token: str, result: Any = None) -> None:
+        """The leased attempt succeeded with `result`."""
+        return self._run(self._protocol.ack(job_id, token, result))
+
+    def nack(self, job_id: str, token: str, error: str, *, retry: bool = True) -> str:
+        """The leased attempt failed; returns where the job went (scheduled, failed, cancelled)."""
+        return self._run(self._protocol.nack(job_id, token, error, retry))
+
+    def heartbeat(self, job_id: str, token: str, lease_seconds: float = 30) -> Heartbeat:
+        """Extend the lease; learn whether a cancellation was requested."""
+        return self._run(self._protocol.heartbeat(job_id, token, lease_seconds))
+
+
+class AsyncClient(_Base):
+    """The Jobfleet API for asyncio: the methods of Client, awaited (`iterate` is an async
+    iterator: `async for job in client.iterate(...)`). Use it with `async with`, or call
+    `await aclose()`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int | RetryPolicy = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(url, key, timeout, retries, headers)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    async def _run(self, program: Program[T]) -> T:
+        try:
+            effect = next(program)
+            while True:
+                effect = program.send(await self._effect(effect))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    async def _effect(self, effect: Send | Sleep) -> httpx.Response | httpx.TransportError | None:
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        try:
+            return await self._http.request(
+                effect.method, effect.path, **self._request_args(effect)
+            )
+        except httpx.TransportError as exc:
+            return exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # The methods below are those of Client, awaited; their docstrings are there.
+
+    async def submit(
+        self, task: str, payload: Any = None, **options: Unpack[SubmitOptions]
+    ) -> Submitted:
+        return await self._run(self._protocol.submit(task, payload, options))
+
+    async def submit_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, batch_size: int = 1000
+    ) -> BatchResult:
+        return await self._run(self._protocol.submit_many(jobs, batch_size))
+
+    async def get(self, job_id: str) -> Job:
+        return await self._run(self._protocol.get(job_id))
+
+    async def why(self, job_id: str) -> dict[str, Any]:
+        return await self._run(self._protocol.why(job_id))
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> Job:
+        return await self._run(self._protocol.wait(job_id, timeout, poll))
+
+    async def list(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        offset: int | None = None,
+        **filters: Unpack[JobFilters],
+    ) -> Page:
+        return await self._run(self._protocol.list_jobs(filters, limit, cursor, offset))
+
+    async def iterate(
+        self, *, page_size: int = PAGE_LIMIT, **filters: Unpack[JobFilters]
+    ) -> AsyncIterator[Job]:
+        cursor: str | None = None
+        while True:
+            page = await self._run(self._protocol.list_jobs(filters, page_size, cursor))
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._run(self._protocol.cancel(job_id))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._run(self._protocol.retry_job(job_id))
+
+    async def delete(self, job_id: str) -> None:
+        return await self._run(self._protocol.delete(job_id))
+
+    async def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        return await self._run(self._protocol.dlq_list(queue, task, limit, cursor))
+
+    async def dlq_replay(self, job_id: str) -> Job:
+        return await self._run(self._protocol.dlq_replay(job_id))
+
+    async def dlq_replay_many(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        ids: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> ReplayResult:
+        return await self._run(self._protocol.dlq_replay_many(queue, task, ids, limit))
+
+    async def dlq_delete(self, job_id: str) -> None:
+        return await self._run(self._protocol.delete(job_id, dlq=True))
+
+    async def overview(self, tenant: str | None = None) -> Items:
+        return await self._run(self._protocol.overview(tenant))
+
+    async def queues(self) -> Items:
+        return await self._run(self._protocol.queues())
+
+    async def pause_queue(self, queue: str) -> dict[str, Any]:
+        return await self._run(self._protocol.pause_queue(queue, True))
+
+    async def resume_queue(self, queue: str) -> dict[str, Any]:
+        return await self._run(self._protocol.pause_queue(queue, False))
+
+    async def workers(self) -> Items:
+        return await self._run(self._protocol.workers())
+
+    async def set_fleet_size(self, host: str, processes: int) -> dict[str, Any]:
+        return await self._run(self._protocol.set_fleet_size(host, processes))
+
+    async def clear_fleet_size(self, host: str) -> None:
+        return await self._run(self._protocol.clear_fleet_size(host))
+
+    async def lease(
+        self, queue: str, worker_id: str, *, lease_seconds: float = 30, wait_seconds: float = 0
+    ) -> Lease | None:
+        return await self._run(self._protocol.lease(queue, worker_id, lease_seconds, wait_seconds))
+
+    async def ack(self, job_id: str, token: str, result: Any = None) -> None:
+        return await self._run(self._protocol.ack(job_id, token, result))
+
+    async def nack(self, job_id: str, token: str, error: str, *, retry: bool = True) -> str:
+        return await self._run(self._protocol.nack(job_id, token, error, retry))
+
+    async def heartbeat(self, job_id: str, token: str, lease_seconds: float = 30) -> Heartbeat:
+        return await self._run(self._protocol.heartbeat(job_id, token, lease_seconds))
