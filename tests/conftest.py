@@ -9,6 +9,7 @@ Redis key the tests write carries a prefix of their own and is deleted at the en
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,10 @@ from devtools.redis_server import PrivateRedis
 from devtools.sandbox import delete_keys, erase, with_database
 from tests.fleet_support import workers_of
 from tests.helpers import LiveAPI, LiveFleet, wait_until
+
+# The client package (client/src) of this checkout goes before the venv's editable install of it,
+# which may point at another checkout sharing the venv; the test modules import it after this.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client" / "src"))
 
 # Heartbeats (and so leases) the session's fleets use: a lost worker shows within seconds.
 FLEET_HEARTBEATS = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}

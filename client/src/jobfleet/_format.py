@@ -50,7 +50,7 @@ def when(value: datetime | str | None) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S")
@@ -63,7 +63,10 @@ def compact(value: object) -> str:
 
 def plain(value: object) -> Any:
     """A client object as the JSON the API sent: dataclasses as objects, datetimes as ISO 8601
-    in UTC with `Z`."""
+    in UTC with `Z`. A job is printed from the JSON it was read from (`raw`), field for field."""
+    raw = getattr(value, "raw", None)
+    if isinstance(raw, dict) and raw:
+        return raw
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,12 @@ PAGE_SIZE = 100  # the API's largest page
 # `tail` re-reads the jobs created since the oldest job it still follows, up to this many pages
 # per poll; older jobs' changes are no longer shown.
 TAIL_PAGES = 10
+REPLAY_LIMIT = 1000  # the most POST /dlq/replay moves at once
 
 Handler = Callable[["Client", argparse.Namespace], int]
+# What `tail` printed of each job it follows (status, attempts, cancel requested), and when the
+# job was created.
+Seen = dict[str, tuple[tuple[object, ...], datetime]]
 
 
 class UsageError(Exception):
@@ -75,8 +79,8 @@ def job_row(job: Job) -> list[object]:
 def job_lines(jobs: Sequence[Job], header: bool = True) -> str:
     """Jobs in fixed-width columns, so that pages printed one after the other line up."""
     widths = (36, 10, 12, 16, 3, 8)
-    rows = [JOB_COLUMNS] if header else []
-    rows += [tuple(cell(v) for v in job_row(job)) for job in jobs]
+    rows: list[Sequence[str]] = [JOB_COLUMNS] if header else []
+    rows += [[cell(v) for v in job_row(job)] for job in jobs]
     return "\n".join(
         "  ".join([*(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True)), row[-1]])
         for row in rows
@@ -211,8 +215,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         options["timeout"] = args.timeout
     submitted = client.submit(args.task, payload, **options)
     if args.json:
-        job = submitted.job if submitted.job is not None else client.get(submitted.id)
-        emit_json({"created": submitted.created, "job": job})
+        emit_json({"created": submitted.created, "job": submitted.job})
     else:
         emit(str(submitted.id))
     return 0
@@ -239,7 +242,11 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
             job, status = failed.job, 1
         except WaitTimeout as timeout:
             # The jobs after it are not waited on: the time is up for all of them.
-            print(f"jobfleet: {timeout}", file=sys.stderr)
+            still = f" (still {timeout.job.status})" if timeout.job is not None else ""
+            print(
+                f"jobfleet: job {job_id} did not finish within {args.timeout:g} s{still}",
+                file=sys.stderr,
+            )
             return 1
         if args.json:
             emit_json(job)
@@ -257,9 +264,7 @@ def cmd_dlq_ls(client: Client, args: argparse.Namespace) -> int:
     return list_jobs(client.dlq_list, filters(args, "queue", "task"), args)
 
 
-def list_jobs(
-    fetch: Callable[..., Page], chosen: dict[str, Any], args: argparse.Namespace
-) -> int:
+def list_jobs(fetch: Callable[..., Page], chosen: dict[str, Any], args: argparse.Namespace) -> int:
     """One page (`--limit`, `--cursor`), or every page (`--all`): a table, or with `--json` the
     page as the API answered (`--all --json`: one job per line)."""
     if args.all:
@@ -310,14 +315,14 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     stop_at = None if args.seconds is None else time.monotonic() + args.seconds
     printed = 0
     # id -> (what was last printed of it, its creation time)
-    seen: dict[str, tuple[tuple[object, ...], datetime]] = {}
+    seen: Seen = {}
 
     def show(job: Job) -> bool:
         nonlocal printed
         state = (job.status, job.attempts, job.cancel_requested)
-        if seen.get(job.id, ((), job.created_at))[0] == state:
+        if job.id in seen and seen[job.id][0] == state:
             return False
-        seen[job.id] = (state, job.created_at)
+        seen[job.id] = (state, created(job))
         if args.json:
             emit_json(job)
         else:
@@ -331,9 +336,11 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
             if show(job):
                 return 0
         for job in first.items[args.lines :]:
-            seen[job.id] = ((job.status, job.attempts, job.cancel_requested), job.created_at)
+            seen[job.id] = ((job.status, job.attempts, job.cancel_requested), created(job))
         while stop_at is None or time.monotonic() < stop_at:
-            time.sleep(args.interval if stop_at is None else min(args.interval, stop_at - time.monotonic()))
+            time.sleep(
+                args.interval if stop_at is None else min(args.interval, stop_at - time.monotonic())
+            )
             since = tail_window(seen)
             window = {**chosen, "created_after": since} if since else chosen
             jobs = list(limited(every_job(client.list, window), TAIL_PAGES * PAGE_SIZE))
@@ -358,7 +365,11 @@ def tail_line(job: Job) -> str:
 ACTIVE = {"queued", "scheduled", "processing"}
 
 
-def tail_window(seen: dict[str, tuple[tuple[object, ...], datetime]]) -> str | None:
+def created(job: Job) -> datetime:
+    return job.created_at or datetime.min.replace(tzinfo=UTC)
+
+
+def tail_window(seen: Seen) -> str | None:
     """Where the next poll starts: the oldest job still active (its changes are to come), or
     else the newest job seen (only new jobs are to come)."""
     if not seen:
@@ -368,10 +379,10 @@ def tail_window(seen: dict[str, tuple[tuple[object, ...], datetime]]) -> str | N
     return start.isoformat()
 
 
-def forget_before(seen: dict[str, tuple[tuple[object, ...], datetime]], jobs: list[Job]) -> None:
+def forget_before(seen: Seen, jobs: list[Job]) -> None:
     """Jobs older than what the last poll read are out of its reach: forget them."""
     if jobs:
-        oldest = min(job.created_at for job in jobs)
+        oldest = min(created(job) for job in jobs)
         for job_id in [i for i, (_, created) in seen.items() if created < oldest]:
             del seen[job_id]
 
@@ -396,7 +407,10 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_retry(client: Client, args: argparse.Namespace) -> int:
     job = client.retry(args.id)
-    emit_json(job) if args.json else emit(f"{job.id} {job.status}")
+    if args.json:
+        emit_json(job)
+    else:
+        emit(f"{job.id} {job.status}")
     return 0
 
 
@@ -416,7 +430,10 @@ def cmd_dlq_replay(client: Client, args: argparse.Namespace) -> int:
             print(f"jobfleet: {job_id}: {exc.code}: {exc.detail}", file=sys.stderr)
             status = 1
             continue
-        emit_json(job) if args.json else emit(f"{job.id} {job.status}")
+        if args.json:
+            emit_json(job)
+        else:
+            emit(f"{job.id} {job.status}")
     return status
 
 
@@ -426,13 +443,12 @@ def replay_matching(client: Client, args: argparse.Namespace) -> int:
     total = 0
     chosen = filters(args, "queue", "task")
     while True:
-        reply = client.dlq_replay_many(**chosen, limit=1000)
-        replayed = int(reply["replayed"]) if isinstance(reply, dict) else int(reply.replayed)
-        total += replayed
+        reply = client.dlq_replay_many(**chosen, limit=REPLAY_LIMIT)
+        total += reply.replayed
         if args.json:
-            for item in reply["items"] if isinstance(reply, dict) else reply.items:
-                emit_json(item)
-        if replayed < 1000:
+            for job in reply.items:
+                emit_json(job)
+        if reply.replayed < REPLAY_LIMIT:
             break
     if not args.json:
         emit(f"replayed {total}")
@@ -541,12 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit, watch and steer Jobfleet jobs over its HTTP API.",
         epilog="Exit status: 0 ok; 1 a waited job failed, or an API error; 2 usage.",
     )
-    parser.set_defaults(url=None, key=None, json=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(
-        group: Any, name: str, handler: Handler, text: str
-    ) -> argparse.ArgumentParser:
+    def command(group: Any, name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = group.add_parser(
             name, parents=[common], help=text, description=text
         )
@@ -562,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         sub.add_argument("--queue", help="only jobs of this queue")
         sub.add_argument("--task", help="only jobs of this task")
+
+    def paging(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--limit", type=positive_int, default=20, help="page size, 1..100 (20)")
+        sub.add_argument("--cursor", help="the next page: the cursor printed with the last one")
+        sub.add_argument("--all", action="store_true", help="every page, not one")
 
     submit = command(commands, "submit", cmd_submit, "submit a job; prints its id")
     submit.add_argument("task", help="the task's name")
@@ -596,21 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = command(commands, "ls", cmd_ls, "list jobs, newest first")
     job_filters(ls)
     ls.add_argument("--tenant", help="an admin key: only this tenant's jobs")
-    for sub in (ls,):
-        sub.add_argument("--limit", type=positive_int, default=20, help="page size, 1..100 (20)")
-        sub.add_argument("--cursor", help="the next page: the cursor printed with the last one")
-        sub.add_argument("--all", action="store_true", help="every page, not one")
+    paging(ls)
 
     tail = command(commands, "tail", cmd_tail, "print jobs as they appear and change")
     job_filters(tail)
     tail.add_argument("--tenant", help="an admin key: only this tenant's jobs")
-    tail.add_argument(
-        "-n", "--lines", type=int, default=10, help="newest jobs to print first (10)"
-    )
+    tail.add_argument("-n", "--lines", type=int, default=10, help="newest jobs to print first (10)")
     tail.add_argument("--interval", type=seconds, default=1.0, help="seconds between polls (1)")
-    tail.add_argument(
-        "--for", dest="seconds", type=seconds, help="stop after this many seconds"
-    )
+    tail.add_argument("--for", dest="seconds", type=seconds, help="stop after this many seconds")
     tail.add_argument("--count", type=positive_int, help="stop after printing this many lines")
 
     cancel = command(commands, "cancel", cmd_cancel, "cancel a job (a running one when it stops)")
@@ -623,9 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
     dlq_ls = command(dlq_commands, "ls", cmd_dlq_ls, "list failed jobs, newest first")
     job_filters(dlq_ls, status=False)
-    dlq_ls.add_argument("--limit", type=positive_int, default=20, help="page size, 1..100 (20)")
-    dlq_ls.add_argument("--cursor", help="the next page: the cursor printed with the last one")
-    dlq_ls.add_argument("--all", action="store_true", help="every page, not one")
+    paging(dlq_ls)
     replay = command(
         dlq_commands, "replay", cmd_dlq_replay, "queue failed jobs again, with fresh retries"
     )
@@ -665,6 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The common options' defaults, set here: a default on their shared argparse actions would
+    # let a command's parser reset what was given before the command (`--key K ls`).
+    for name, default in (("url", None), ("key", None), ("json", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     key = args.key or os.environ.get("JOBFLEET_KEY")
     if not key:
         args.parser.error("no API key: pass --key or set JOBFLEET_KEY")

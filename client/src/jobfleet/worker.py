@@ -364,7 +364,9 @@ class Worker:
             queue = self.queues[turn]
             turn = (turn + 1) % len(self.queues)
             try:
-                lease = self.client.lease(queue, self.worker_id, self.lease_seconds, wait)
+                lease = self.client.lease(
+                    queue, self.worker_id, lease_seconds=self.lease_seconds, wait_seconds=wait
+                )
             except (TransportError, Unavailable, RateLimited) as exc:
                 self._release()
                 log.warning(
