@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from jobfleet import Client
+from jobfleet.errors import Forbidden
+from jobfleet.worker import NonRetryable, Worker
 from sqlalchemy import text
 
 from app.services.context import Context
@@ -241,3 +243,52 @@ def test_a_cancellation_reaches_the_running_task(
     ]
     worker.signal(signal.SIGTERM)
     assert worker.stopped() == (0, "stopped 1 1 0 0")
+
+
+def test_in_process_max_jobs_burst_and_results_the_api_cannot_store(
+    live_api: LiveAPI, make_key: Callable[..., str], producer_client: Client
+) -> None:
+    q = "http-in-process"
+    jobs: list[dict[str, Any]] = [
+        {"task": "echo", "payload": {"n": n}, "queue": q} for n in range(3)
+    ]
+    jobs += [
+        {"task": "a_set", "queue": q},  # returns a set: not JSON
+        {"task": "nul", "queue": q},  # returns a NUL character: JSON the API refuses to store
+        {"task": "refuse", "queue": q, "max_retries": 3},  # raises NonRetryable
+    ]
+    ids = producer_client.submit_many(jobs).ids
+    with Client(live_api.url, make_key("acme", "worker")) as client:
+        worker = Worker(client, [q], concurrency=2, wait_seconds=0, handle_signals=False)
+        worker.task("echo")(lambda payload: payload)
+        worker.task("a_set")(lambda payload: {1, 2})
+        worker.task("nul")(lambda payload: "a\x00b")
+
+        @worker.task("refuse")
+        def refuse(payload: Any) -> None:
+            raise NonRetryable("the payload names no customer")
+
+        assert worker.run(max_jobs=2).leased == 2
+        stats = worker.run(burst=True)  # until every queue is empty
+        assert (stats.leased, stats.completed, stats.failed, stats.dropped) == (4, 1, 3, 0)
+
+    found = {job_id: producer_client.get(str(job_id)) for job_id in ids}
+    outcomes = [(j.task, j.status, j.attempts, j.last_error) for j in found.values()]
+    assert outcomes[:3] == [("echo", "completed", 1, None)] * 3
+    assert outcomes[3][:3] == ("a_set", "failed", 1)
+    assert str(outcomes[3][3]).startswith("the result is not JSON: Object of type set")
+    assert outcomes[4][:3] == ("nul", "failed", 1)
+    assert str(outcomes[4][3]).startswith("the result was refused: body.result")
+    assert outcomes[5][:3] == ("refuse", "failed", 1)
+    assert str(outcomes[5][3]).startswith("NonRetryable: the payload names no customer (at ")
+
+    # A key without the worker scope cannot lease: run() stops and says why.
+    with Client(live_api.url, make_key("acme", "producer")) as client:
+        refused = Worker(client, [q], handle_signals=False)
+        refused.task("echo")(lambda payload: payload)
+        with pytest.raises(Forbidden):
+            refused.run()
+    with pytest.raises(ValueError, match="worker_id"):
+        Worker(producer_client, [q], worker_id="no spaces")
+    with pytest.raises(ValueError, match="registered already"):
+        worker.task("echo")(print)

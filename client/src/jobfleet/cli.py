@@ -37,7 +37,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE_SIZE = 100  # the API's largest page
 # `tail` re-reads the jobs created since the oldest job it still follows, up to this many pages
 # per poll; older jobs' changes are no longer shown.
-TAIL_PAGES = 10
+TAIL_PAGES = 5
 REPLAY_LIMIT = 1000  # the most POST /dlq/replay moves at once
 
 Handler = Callable[["Client", argparse.Namespace], int]
@@ -190,6 +190,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number within 0..{PAGE_SIZE}")
+    return value
+
+
 def ids_from_stdin() -> list[str]:
     """Job ids, one a line (what `jobfleet submit` prints), blank lines skipped."""
     if sys.stdin is None or sys.stdin.isatty():
@@ -331,16 +341,15 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
         return args.count is not None and printed >= args.count
 
     try:
-        first = client.list(**chosen, limit=max(1, min(args.lines, PAGE_SIZE)))
+        first = client.list(**chosen, limit=max(1, args.lines))
         for job in reversed(first.items[: args.lines]):
             if show(job):
                 return 0
         for job in first.items[args.lines :]:
             seen[job.id] = ((job.status, job.attempts, job.cancel_requested), created(job))
         while stop_at is None or time.monotonic() < stop_at:
-            time.sleep(
-                args.interval if stop_at is None else min(args.interval, stop_at - time.monotonic())
-            )
+            left = float("inf") if stop_at is None else stop_at - time.monotonic()
+            time.sleep(max(0.0, min(args.interval, left)))
             since = tail_window(seen)
             window = {**chosen, "created_after": since} if since else chosen
             jobs = list(limited(every_job(client.list, window), TAIL_PAGES * PAGE_SIZE))
@@ -579,7 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     def paging(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--limit", type=positive_int, default=20, help="page size, 1..100 (20)")
         sub.add_argument("--cursor", help="the next page: the cursor printed with the last one")
-        sub.add_argument("--all", action="store_true", help="every page, not one")
+        sub.add_argument(
+            "--all", action="store_true", help="every page (of 100), following the cursors"
+        )
 
     submit = command(commands, "submit", cmd_submit, "submit a job; prints its id")
     submit.add_argument("task", help="the task's name")

@@ -76,6 +76,8 @@ MAX_ERROR_CHARS = 10_000
 # before it asks again, doubling up to the cap; a report is tried again until the lease expires.
 RETRY_PAUSE = 0.5
 RETRY_PAUSE_CAP = 10.0
+# Without a long poll (wait_seconds=0), a lease loop that found every queue empty waits this long.
+IDLE_PAUSE = 0.5
 # A value the API can store as a result: JSON, finite numbers only.
 _json_encoder = json.JSONEncoder(allow_nan=False)
 
@@ -393,11 +395,22 @@ class Worker:
                 empty_in_a_row += 1
                 if burst and empty_in_a_row >= len(self.queues):
                     return
+                if not wait and empty_in_a_row % len(self.queues) == 0:
+                    # wait_seconds=0 and every queue empty: no long poll paces the loop.
+                    self._stopping.wait(IDLE_PAUSE)
                 continue
             empty_in_a_row = 0
             # A job leased after a stop was asked is run all the same: it is ours now, and a
             # lease handed back unused would still cost the job an attempt.
-            self._work(lease)
+            try:
+                self._work(lease)
+            # A fault of this runtime with one job must not end the thread: the job's lease
+            # expires and recovery runs it again, and this thread goes on with the next.
+            except Exception:
+                log.exception(
+                    "job %s: the worker failed running it", lease.job.id,
+                    extra={"action": "worker_error", "worker_id": self.worker_id},
+                )  # fmt: skip
 
     def _reserve(self) -> bool:
         """Take one job from the budget of run(max_jobs=...) before leasing, so that threads
@@ -532,8 +545,9 @@ class Worker:
                         "job %s completed", context.id, extra=self._fields(context, "job_acked")
                     )
                 else:
+                    error = storable_text(outcome.error)[:MAX_ERROR_CHARS]
                     where = self.client.nack(
-                        context.id, context.lease_token, outcome.error, retry=outcome.retry
+                        context.id, context.lease_token, error, retry=outcome.retry
                     )
                     self._count("failed")
                     log.info(
@@ -597,12 +611,10 @@ def default_worker_id() -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as a job's error: its class, message and where it was raised, in what the
-    API stores (at most 10,000 characters, no NUL, no lone surrogate)."""
+    """An exception as a job's error: its class, its message and where it was raised."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    text = f"{type(exc).__name__}: {exc}{where}"
-    return storable_text(text)[:MAX_ERROR_CHARS]
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def storable_text(text: str) -> str:
