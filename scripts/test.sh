@@ -3,8 +3,8 @@
 # DATABASE_URL / REDIS_URL when they answer, else private ones under .local/, stopped again on
 # exit), the test tools from Debian's packages (promtool, prometheus, amtool, alertmanager,
 # docker-compose, pg_dump, pg_restore, psql; installed when missing), ruff format, ruff check,
-# mypy (the product, strict, and the tooling beside it), then pytest with coverage of the
-# product. Arguments go to pytest.
+# mypy (the product, strict, and the tooling beside it; the client package on its own, strict),
+# then pytest with coverage of the product. Arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -35,6 +35,9 @@ jf_section "ruff check ."
 .venv/bin/ruff check . || failed+=("ruff check")
 jf_section "mypy app devtools bench"
 .venv/bin/mypy app devtools bench || failed+=("mypy")
+# The client package on its own, with its own strict configuration (client/pyproject.toml).
+jf_section "mypy --strict client (client/pyproject.toml)"
+.venv/bin/mypy --strict --config-file client/pyproject.toml client/src || failed+=("mypy client")
 if ((${#failed[@]})); then
     jf_section "FAILED quality gates: $(IFS=,; echo "${failed[*]}") (pytest not run)"
     exit 1

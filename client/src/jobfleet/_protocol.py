@@ -23,6 +23,7 @@ import httpx
 from jobfleet.errors import (
     APIError,
     JobFailed,
+    PayloadTooLarge,
     TransportError,
     WaitTimeout,
     error_from_problem,
@@ -50,6 +51,11 @@ BATCH_LIMIT = 1000
 #: The largest page GET /jobs and GET /dlq give.
 PAGE_LIMIT = 100
 DEFAULT_URL = "http://127.0.0.1:8000"
+#: Replies of the API that say it applied nothing: over the rate limit, Postgres or Redis away.
+NOT_APPLIED = frozenset({429, 503})
+#: Replies of a proxy in front of the API that lost its connection to it: the request may or
+#: may not have been applied, like a connection broken after sending.
+GATEWAY_ERRORS = frozenset({502, 504})
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,12 @@ class RetryPolicy:
 
     A request is repeated after a reply of 429 (rate limited) or 503 (Postgres or Redis did not
     answer; nothing was changed), and after a connection that could not be made: in these
-    cases the API did not apply it. After a connection that broke once the request was sent
-    (the API may have applied it and only the reply was lost) only the calls whose repetition
-    is harmless are repeated: reads, submits (they always carry an idempotency key), leases,
-    acks, nacks, heartbeats, pauses, resumes and fleet sizes. Cancel, retry, replay and delete
-    are not: their error says so (`TransportError.sent`).
+    cases the API did not apply it. After a connection that broke once the request was sent, or
+    a 502 or 504 from a proxy in front of the API (the API may have applied it and only the
+    reply was lost), only the calls whose repetition is harmless are repeated: reads, submits
+    (they always carry an idempotency key), leases, acks, nacks, heartbeats, pauses, resumes
+    and fleet sizes. Cancel, retry, replay and delete are not: their error says it may have
+    been applied (`TransportError.sent`, or the 502/504 APIError).
 
     The wait before retry n (1, 2, ...) is the reply's Retry-After, if any, plus a random share
     ("full jitter") of min(backoff_cap, backoff * 2 ** (n - 1)) seconds, so that many clients
@@ -266,22 +273,30 @@ class Protocol:
         retry = 0
         while True:
             reply = yield send
-            retry += 1
-            if isinstance(reply, httpx.TransportError):
-                sent = _sent(reply)
-                wait = self.retry.delay(retry, None, self.rand) if repeatable or not sent else None
-                if wait is None:
-                    raise TransportError(f"{method} {path}: {reply!r}", sent=sent) from reply
-            elif reply.status_code in (429, 503):
-                after = retry_after_seconds(reply.headers.get("retry-after"))
-                wait = self.retry.delay(retry, after, self.rand)
-                if wait is None:
-                    raise error_of(reply)
-            elif reply.status_code >= 400:
-                raise error_of(reply)
-            else:
+            if not isinstance(reply, httpx.TransportError) and reply.status_code < 400:
                 return parse(reply)
+            retry += 1
+            wait = self._retry_wait(reply, retry, repeatable)
+            if wait is None:
+                if isinstance(reply, httpx.TransportError):
+                    message = f"{method} {path}: {reply!r}"
+                    raise TransportError(message, sent=_sent(reply)) from reply
+                raise error_of(reply)
             yield Sleep(wait)
+
+    def _retry_wait(
+        self, reply: httpx.Response | httpx.TransportError, retry: int, repeatable: bool
+    ) -> float | None:
+        """Seconds to wait before sending the request again, or None to give up."""
+        if isinstance(reply, httpx.TransportError):
+            safe = repeatable or not _sent(reply)
+            return self.retry.delay(retry, None, self.rand) if safe else None
+        if reply.status_code in NOT_APPLIED:
+            after = retry_after_seconds(reply.headers.get("retry-after"))
+            return self.retry.delay(retry, after, self.rand)
+        if reply.status_code in GATEWAY_ERRORS and repeatable:
+            return self.retry.delay(retry, None, self.rand)
+        return None
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -301,17 +316,33 @@ class Protocol:
         if not 1 <= batch_size <= BATCH_LIMIT:
             raise ValueError(f"batch_size must be 1..{BATCH_LIMIT}")
         bodies = [_spec_body(spec) for spec in jobs]
-        items: list[BatchItem] = []
-        for start in range(0, len(bodies), batch_size):
-            chunk = bodies[start : start + batch_size]
-            payload = {"jobs": [body for body, _ in chunk]}
-            reply = yield from self.call("POST", "/jobs/batch", _json, json=payload)
+        items: dict[int, BatchItem] = {}
+        # (first index, jobs) still to send, the next one last.
+        pending = [
+            (start, bodies[start : start + batch_size])
+            for start in range(0, len(bodies), batch_size)
+        ]
+        pending.reverse()
+        while pending:
+            start, chunk = pending.pop()
+            try:
+                payload = {"jobs": [body for body, _ in chunk]}
+                reply = yield from self.call("POST", "/jobs/batch", _json, json=payload)
+            except PayloadTooLarge as too_large:
+                # Over the API's MAX_BODY_BYTES: send each half on its own (their keys make the
+                # halves safe to send again); a single job too large is that job's error.
+                if len(chunk) == 1:
+                    key = chunk[0][0]["idempotency_key"]
+                    items[start] = BatchItem(start, 413, False, None, None, key, too_large)
+                else:
+                    half = len(chunk) // 2
+                    pending += [(start + half, chunk[half:]), (start, chunk[:half])]
+                continue
             for offset, result in enumerate(reply["results"]):
                 body, generated = chunk[offset]
-                items.append(
-                    _batch_item(start + offset, result, body["idempotency_key"], generated)
-                )
-        return BatchResult(tuple(items))
+                key = body["idempotency_key"]
+                items[start + offset] = _batch_item(start + offset, result, key, generated)
+        return BatchResult(tuple(items[index] for index in sorted(items)))
 
     def get(self, job_id: str) -> Program[Job]:
         return self.call("GET", _path("jobs", job_id), _job)
