@@ -29,7 +29,8 @@ def fields(pairs: Sequence[tuple[str, object]]) -> str:
 
 
 def cell(value: object) -> str:
-    """One value as a table shows it: times in UTC to the second, JSON compact, none as -."""
+    """One value as a table shows it: times in UTC to the second (ISO 8601), JSON compact, none
+    as -."""
     if value is None or value == "":
         return EMPTY
     if isinstance(value, datetime):
@@ -53,7 +54,7 @@ def when(value: datetime | str | None) -> str:
             return str(value)
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def compact(value: object) -> str:

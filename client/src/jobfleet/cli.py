@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobfleet._format import cell, compact, fields, plain, table, truncate, when
+from jobfleet._format import cell, compact, fields, table, truncate, when
 from jobfleet.errors import APIError, JobFailed, JobfleetError, TransportError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def emit(text: str = "") -> None:
 
 
 def emit_json(value: object) -> None:
-    emit(json.dumps(plain(value), ensure_ascii=False))
+    emit(compact(value))
 
 
 JOB_COLUMNS = ("ID", "STATUS", "QUEUE", "TASK", "PRI", "ATTEMPTS", "CREATED")
@@ -78,7 +78,7 @@ def job_row(job: Job) -> list[object]:
 
 def job_lines(jobs: Sequence[Job], header: bool = True) -> str:
     """Jobs in fixed-width columns, so that pages printed one after the other line up."""
-    widths = (36, 10, 12, 16, 3, 8)
+    widths = (36, 10, 12, 16, 3, 8)  # the created time is last, unpadded
     rows: list[Sequence[str]] = [JOB_COLUMNS] if header else []
     rows += [[cell(v) for v in job_row(job)] for job in jobs]
     return "\n".join(
@@ -366,8 +366,8 @@ def tail_line(job: Job) -> str:
     error = f"  {truncate(job.last_error)}" if job.last_error and job.status != "completed" else ""
     cancel = " (cancel requested)" if job.cancel_requested and job.status == "processing" else ""
     return (
-        f"{when(job.updated_at)}  {job.id}  {job.status.ljust(10)}  {job.queue}  {job.task}"
-        f"  attempts {job.attempts}{cancel}{error}"
+        f"{when(job.updated_at)}  {job.id}  {job.status.ljust(10)}  {job.queue.ljust(12)}"
+        f"  {job.task.ljust(16)}  attempts {job.attempts}{cancel}{error}"
     )
 
 
@@ -506,7 +506,7 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
             detail += f", failed {w.get('failed')}"
         rows.append(
             [w.get("kind"), w.get("worker_id"), w.get("host"), w.get("pid"), w.get("state"),
-             ",".join(w.get("queues") or []), detail, w.get("seen_at")]
+             ",".join(w.get("queues") or []), detail, when(w.get("seen_at"))]
         )  # fmt: skip
     headers = ("KIND", "WORKER", "HOST", "PID", "STATE", "QUEUES", "DETAIL", "SEEN")
     emit(table(headers, rows) if rows else "no live workers")
@@ -518,7 +518,8 @@ def cmd_fleet_scale(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         emit_json(reply)
     else:
-        emit(f"host {args.host}: {args.processes} worker processes")
+        plural = "" if args.processes == 1 else "es"
+        emit(f"host {args.host}: {args.processes} worker process{plural}")
     return 0
 
 
