@@ -114,6 +114,15 @@ def api(live_api: LiveAPI, admin_key: str) -> Iterator[Client]:
 def test_the_console_script_is_installed_and_every_argument_has_help() -> None:
     assert JOBFLEET.exists(), "pip install -e ./client (requirements-dev.txt) makes it"
     assert undocumented(build_parser(), "jobfleet") == []
+    module = subprocess.run(
+        [sys.executable, "-m", "jobfleet", "--help"],
+        env=cli_env("http://127.0.0.1:1", None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert module.returncode == 0 and module.stdout.startswith("usage: jobfleet ")
 
 
 def test_submit_piped_into_wait_in_a_shell_and_the_fleet_commands(
@@ -280,11 +289,11 @@ def test_tail_prints_new_and_changed_jobs(cli: Cli, api: Client) -> None:
     stdout = tail.stdout
     threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
     try:
-        assert lines.get(timeout=30).split()[2:4] == [first, "queued"]
+        assert lines.get(timeout=30).split()[1:3] == [first, "queued"]
         second = api.submit("echo", {"n": 2}, queue=q).id
-        assert lines.get(timeout=30).split()[2:4] == [second, "queued"]
+        assert lines.get(timeout=30).split()[1:3] == [second, "queued"]
         api.cancel(first)
-        assert lines.get(timeout=30).split()[2:4] == [first, "cancelled"]
+        assert lines.get(timeout=30).split()[1:3] == [first, "cancelled"]
         assert tail.wait(timeout=30) == 0  # --count 3
     finally:
         terminate(tail)
