@@ -218,9 +218,8 @@ def test_a_submit_whose_reply_is_lost_is_retried_into_exactly_one_job(
 @pytest.fixture(scope="module")
 def tight_api(settings: Settings) -> Iterator[LiveAPI]:
     """An API with a low submit rate limit (POST /jobs) and a small body limit."""
-    api = LiveAPI(
-        settings, False, API_WORKERS="1", RATE_LIMIT_SUBMIT="2/second", MAX_BODY_BYTES="20000"
-    )
+    limits = {"RATE_LIMIT_SUBMIT": "1/second", "MAX_BODY_BYTES": "20000"}
+    api = LiveAPI(settings, capture_stderr=False, API_WORKERS="1", **limits)
     yield api
     api.stop()
 

@@ -116,3 +116,11 @@ def test_the_client_imports_only_the_standard_library_and_httpx() -> None:
                 where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')} imports {module}"
                 assert top != "app", where
                 assert top in allowed or top in sys.stdlib_module_names, where
+
+
+def test_the_server_does_not_import_the_client() -> None:
+    """The image ships app/ without client/: nothing of the server may need it."""
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for module in _imported(node):
+                assert module.split(".")[0] != "jobfleet", f"{path.relative_to(ROOT)} imports it"

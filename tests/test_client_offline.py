@@ -124,6 +124,8 @@ def test_fake_client_batches_pages_and_finishes_jobs() -> None:
     made = jobs.submit_many([{"task": "resize", "payload": {"n": i}} for i in range(250)])
     assert (made.created, made.existing) == (250, 0)
     assert [job.id for job in jobs.iterate(task="resize", page_size=100)] == made.ids[::-1]
+    with pytest.raises(ValidationError, match="does not filter by error"):
+        jobs.list(error="timeout")
     later = jobs.submit("report", delay=60)
     assert later.status == "scheduled"
 

@@ -32,12 +32,13 @@ from jobfleet.models import (
     ACTIVE,
     BatchItem,
     BatchResult,
+    DeadLetterQuery,
     Heartbeat,
     Job,
-    JobFilters,
     JobSpec,
     Lease,
     Page,
+    ReplayChoice,
     ReplayResult,
     SubmitOptions,
     Submitted,
@@ -369,21 +370,11 @@ class Protocol:
             yield Sleep(interval)
             interval = min(poll, interval * 2)
 
-    def list_jobs(
-        self,
-        filters: JobFilters,
-        limit: int | None = None,
-        cursor: str | None = None,
-        offset: int | None = None,
-    ) -> Program[Page]:
-        params = _filter_params({**filters, "limit": limit, "cursor": cursor, "offset": offset})
-        return self.call("GET", "/jobs", _page, params=params)
+    def list_jobs(self, query: Mapping[str, Any]) -> Program[Page]:
+        return self.call("GET", "/jobs", _page, params=_filter_params(query))
 
-    def dlq_list(
-        self, queue: str | None, task: str | None, limit: int | None, cursor: str | None
-    ) -> Program[Page]:
-        params = _filter_params({"queue": queue, "task": task, "limit": limit, "cursor": cursor})
-        return self.call("GET", "/dlq", _page, params=params)
+    def dlq_list(self, query: DeadLetterQuery) -> Program[Page]:
+        return self.call("GET", "/dlq", _page, params=_filter_params(query))
 
     def cancel(self, job_id: str) -> Program[Job]:
         return self.call("POST", _path("jobs", job_id, "cancel"), _job, repeatable=False)
@@ -398,22 +389,10 @@ class Protocol:
     def dlq_replay(self, job_id: str) -> Program[Job]:
         return self.call("POST", _path("dlq", job_id, "replay"), _job, repeatable=False)
 
-    def dlq_replay_many(
-        self,
-        queue: str | None,
-        task: str | None,
-        ids: Iterable[str] | None,
-        limit: int | None,
-    ) -> Program[ReplayResult]:
-        body: dict[str, Any] = {}
-        if queue is not None:
-            body["queue"] = queue
-        if task is not None:
-            body["task"] = task
-        if ids is not None:
-            body["ids"] = [str(job_id) for job_id in ids]
-        if limit is not None:
-            body["limit"] = limit
+    def dlq_replay_many(self, choice: ReplayChoice) -> Program[ReplayResult]:
+        body: dict[str, Any] = {**choice}
+        if "ids" in body:
+            body["ids"] = [str(job_id) for job_id in body["ids"]]
         return self.call("POST", "/dlq/replay", _replay, json=body, repeatable=False)
 
     def overview(self, tenant: str | None) -> Program[list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import Any, Generic, Self, TypeVar, Unpack
 
 import httpx
 
@@ -26,12 +26,15 @@ from jobfleet._protocol import (
 from jobfleet._version import __version__
 from jobfleet.models import (
     BatchResult,
+    DeadLetterQuery,
     Heartbeat,
     Job,
     JobFilters,
+    JobQuery,
     JobSpec,
     Lease,
     Page,
+    ReplayChoice,
     ReplayResult,
     SubmitOptions,
     Submitted,
@@ -40,19 +43,29 @@ from jobfleet.models import (
 __all__ = ["AsyncClient", "Client", "RetryPolicy"]
 
 T = TypeVar("T")
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 Items = list[dict[str, Any]]
+Reply = httpx.Response | httpx.TransportError | None
 
 
-class _Base:
-    """What both clients hold: where the API is, the key, the timeout and the retry policy."""
+class _Base(Generic[TransportT]):
+    """What both clients hold: where the API is, the key, the timeout and the retry policy.
+
+    `url` and `key` default to JOBFLEET_URL and JOBFLEET_KEY. `timeout` is each request's, in
+    seconds (a lease's long poll adds its wait). `retries` is how often a refused or unanswered
+    request is sent again, or a RetryPolicy. `transport` is an httpx transport (for tests),
+    `headers` are sent with every request.
+    """
 
     def __init__(
         self,
-        url: str | None,
-        key: str | None,
-        timeout: float,
-        retries: int | RetryPolicy,
-        headers: Mapping[str, str] | None,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int | RetryPolicy = 5,
+        transport: TransportT | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url, self.key = settings_from_env(url, key)
         self.timeout = timeout
@@ -61,6 +74,10 @@ class _Base:
         self._headers = {"User-Agent": f"jobfleet-python/{__version__}", **(headers or {})}
         if self.key:
             self._headers["Authorization"] = f"Bearer {self.key}"
+        self._connect(transport)
+
+    def _connect(self, transport: TransportT | None) -> None:
+        raise NotImplementedError
 
     def _request_args(self, send: Send) -> dict[str, Any]:
         args: dict[str, Any] = {"params": send.params, "headers": send.headers}
@@ -74,25 +91,14 @@ class _Base:
         return f"{type(self).__name__}({self.url!r})"
 
 
-class Client(_Base):
-    """The Jobfleet API, synchronously. `url` and `key` default to JOBFLEET_URL and
-    JOBFLEET_KEY. `retries` is how often a refused or unanswered request is sent again (or a
-    RetryPolicy); `transport` an httpx transport (for tests). Use it as a context manager, or
-    call close()."""
+class Client(_Base[httpx.BaseTransport]):
+    """The Jobfleet API, synchronously: Client(url, key, *, timeout=10, retries=5,
+    transport=None, headers=None), the arguments as in _Base. Use it as a context manager, or
+    call close(). One client may serve many threads."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        key: str | None = None,
-        *,
-        timeout: float = 10.0,
-        retries: int | RetryPolicy = 5,
-        transport: httpx.BaseTransport | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(url, key, timeout, retries, headers)
+    def _connect(self, transport: httpx.BaseTransport | None) -> None:
         self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=self.timeout, transport=transport
         )
 
     def _run(self, program: Program[T]) -> T:
@@ -104,7 +110,7 @@ class Client(_Base):
             result: T = stop.value
             return result
 
-    def _effect(self, effect: Send | Sleep) -> httpx.Response | httpx.TransportError | None:
+    def _effect(self, effect: Send | Sleep) -> Reply:
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
             return None
@@ -147,19 +153,12 @@ class Client(_Base):
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> Job:
         """The job once it has completed. Raises JobFailed when it ends failed or cancelled,
-        WaitTimeout when `timeout` seconds pass first."""
+        WaitTimeout when `timeout` seconds pass first. Polls every `poll` seconds at most."""
         return self._run(self._protocol.wait(job_id, timeout, poll))
 
-    def list(
-        self,
-        *,
-        limit: int | None = None,
-        cursor: str | None = None,
-        offset: int | None = None,
-        **filters: Unpack[JobFilters],
-    ) -> Page:
-        """One page of jobs matching the filters, newest first."""
-        return self._run(self._protocol.list_jobs(filters, limit, cursor, offset))
+    def list(self, **query: Unpack[JobQuery]) -> Page:
+        """One page of jobs matching the filters, newest first (`limit`, `cursor`, `offset`)."""
+        return self._run(self._protocol.list_jobs(query))
 
     def iterate(
         self, *, page_size: int = PAGE_LIMIT, **filters: Unpack[JobFilters]
@@ -167,7 +166,8 @@ class Client(_Base):
         """Every job matching the filters, newest first, page after page (by cursor)."""
         cursor: str | None = None
         while True:
-            page = self._run(self._protocol.list_jobs(filters, page_size, cursor))
+            query = {**filters, "limit": page_size, "cursor": cursor}
+            page = self._run(self._protocol.list_jobs(query))
             yield from page.items
             if page.next_cursor is None:
                 return
@@ -187,31 +187,18 @@ class Client(_Base):
 
     # -- the dead-letter queue ----------------------------------------------------------------
 
-    def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        task: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> Page:
-        """One page of failed jobs."""
-        return self._run(self._protocol.dlq_list(queue, task, limit, cursor))
+    def dlq_list(self, **query: Unpack[DeadLetterQuery]) -> Page:
+        """One page of failed jobs (`queue`, `task`, `limit`, `cursor`)."""
+        return self._run(self._protocol.dlq_list(query))
 
     def dlq_replay(self, job_id: str) -> Job:
         """One failed job back to queued."""
         return self._run(self._protocol.dlq_replay(job_id))
 
-    def dlq_replay_many(
-        self,
-        *,
-        queue: str | None = None,
-        task: str | None = None,
-        ids: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> ReplayResult:
-        """Up to `limit` (1..1,000, default 100) matching failed jobs back to queued."""
-        return self._run(self._protocol.dlq_replay_many(queue, task, ids, limit))
+    def dlq_replay_many(self, **choice: Unpack[ReplayChoice]) -> ReplayResult:
+        """Up to `limit` (1..1,000, default 100) failed jobs of `queue`, `task` or `ids` back to
+        queued, those that failed first first."""
+        return self._run(self._protocol.dlq_replay_many(choice))
 
     def dlq_delete(self, job_id: str) -> None:
         """Delete a failed job."""
@@ -228,9 +215,11 @@ class Client(_Base):
         return self._run(self._protocol.queues())
 
     def pause_queue(self, queue: str) -> dict[str, Any]:
+        """Stop handing out the jobs of `queue` (admin)."""
         return self._run(self._protocol.pause_queue(queue, True))
 
     def resume_queue(self, queue: str) -> dict[str, Any]:
+        """Hand out the jobs of `queue` again (admin)."""
         return self._run(self._protocol.pause_queue(queue, False))
 
     def workers(self) -> Items:
@@ -266,24 +255,14 @@ class Client(_Base):
         return self._run(self._protocol.heartbeat(job_id, token, lease_seconds))
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base[httpx.AsyncBaseTransport]):
     """The Jobfleet API for asyncio: the methods of Client, awaited (`iterate` is an async
     iterator: `async for job in client.iterate(...)`). Use it with `async with`, or call
     `await aclose()`."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        key: str | None = None,
-        *,
-        timeout: float = 10.0,
-        retries: int | RetryPolicy = 5,
-        transport: httpx.AsyncBaseTransport | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(url, key, timeout, retries, headers)
+    def _connect(self, transport: httpx.AsyncBaseTransport | None) -> None:
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=self.timeout, transport=transport
         )
 
     async def _run(self, program: Program[T]) -> T:
@@ -295,7 +274,7 @@ class AsyncClient(_Base):
             result: T = stop.value
             return result
 
-    async def _effect(self, effect: Send | Sleep) -> httpx.Response | httpx.TransportError | None:
+    async def _effect(self, effect: Send | Sleep) -> Reply:
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
             return None
@@ -338,22 +317,16 @@ class AsyncClient(_Base):
     async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> Job:
         return await self._run(self._protocol.wait(job_id, timeout, poll))
 
-    async def list(
-        self,
-        *,
-        limit: int | None = None,
-        cursor: str | None = None,
-        offset: int | None = None,
-        **filters: Unpack[JobFilters],
-    ) -> Page:
-        return await self._run(self._protocol.list_jobs(filters, limit, cursor, offset))
+    async def list(self, **query: Unpack[JobQuery]) -> Page:
+        return await self._run(self._protocol.list_jobs(query))
 
     async def iterate(
         self, *, page_size: int = PAGE_LIMIT, **filters: Unpack[JobFilters]
     ) -> AsyncIterator[Job]:
         cursor: str | None = None
         while True:
-            page = await self._run(self._protocol.list_jobs(filters, page_size, cursor))
+            query = {**filters, "limit": page_size, "cursor": cursor}
+            page = await self._run(self._protocol.list_jobs(query))
             for job in page.items:
                 yield job
             if page.next_cursor is None:
@@ -369,28 +342,14 @@ class AsyncClient(_Base):
     async def delete(self, job_id: str) -> None:
         return await self._run(self._protocol.delete(job_id))
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        task: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> Page:
-        return await self._run(self._protocol.dlq_list(queue, task, limit, cursor))
+    async def dlq_list(self, **query: Unpack[DeadLetterQuery]) -> Page:
+        return await self._run(self._protocol.dlq_list(query))
 
     async def dlq_replay(self, job_id: str) -> Job:
         return await self._run(self._protocol.dlq_replay(job_id))
 
-    async def dlq_replay_many(
-        self,
-        *,
-        queue: str | None = None,
-        task: str | None = None,
-        ids: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> ReplayResult:
-        return await self._run(self._protocol.dlq_replay_many(queue, task, ids, limit))
+    async def dlq_replay_many(self, **choice: Unpack[ReplayChoice]) -> ReplayResult:
+        return await self._run(self._protocol.dlq_replay_many(choice))
 
     async def dlq_delete(self, job_id: str) -> None:
         return await self._run(self._protocol.delete(job_id, dlq=True))

@@ -67,7 +67,11 @@ class APIError(JobfleetError):
     """The API refused the request; `code` and `detail` say why (docs/API.md, Errors)."""
 
     def __init__(
-        self, status: int, problem: Mapping[str, Any], request_id: str | None = None
+        self,
+        status: int,
+        problem: Mapping[str, Any],
+        request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.problem: dict[str, Any] = dict(problem)
@@ -75,6 +79,10 @@ class APIError(JobfleetError):
         self.title: str = str(problem.get("title") or "")
         self.detail: str = str(problem.get("detail") or self.title or f"HTTP {status}")
         self.request_id = request_id
+        #: Seconds the API asked to wait before a new try (Retry-After), when it said.
+        self.retry_after = (
+            _number(problem.get("retry_after")) if retry_after is None else retry_after
+        )
         super().__init__(f"{status} {self.code}: {self.detail}")
 
 
@@ -135,32 +143,10 @@ class RateLimited(APIError):
     """429: this key is over its rate limit for the action; retry after `retry_after` seconds.
     The client already waited and retried as often as its retry policy allows."""
 
-    def __init__(
-        self,
-        status: int,
-        problem: Mapping[str, Any],
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, problem, request_id)
-        self.retry_after = (
-            retry_after if retry_after is not None else _number(problem.get("retry_after"))
-        )
-
 
 class Unavailable(APIError):
     """503: Postgres or Redis did not answer the API in time. Nothing was changed; the client
     already retried as often as its retry policy allows."""
-
-    def __init__(
-        self,
-        status: int,
-        problem: Mapping[str, Any],
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, problem, request_id)
-        self.retry_after = retry_after
 
 
 class JobFailed(JobfleetError):
@@ -191,6 +177,8 @@ _BY_STATUS: dict[int, type[APIError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: ValidationError,
+    429: RateLimited,
+    503: Unavailable,
 }
 _BY_CODE: dict[str, type[APIError]] = {
     "idempotency-conflict": IdempotencyConflict,
@@ -206,12 +194,8 @@ def error_from_problem(
     retry_after: float | None = None,
 ) -> APIError:
     """The exception for an error reply: by its `code` first, else by its status."""
-    if status == 429:
-        return RateLimited(status, problem, request_id, retry_after)
-    if status == 503:
-        return Unavailable(status, problem, request_id, retry_after)
     cls = _BY_CODE.get(str(problem.get("code"))) or _BY_STATUS.get(status, APIError)
-    return cls(status, problem, request_id)
+    return cls(status, problem, request_id, retry_after)
 
 
 def _number(value: object) -> float | None:

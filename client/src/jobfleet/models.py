@@ -4,7 +4,7 @@ read from in `raw`, so a field the API adds later is not lost on the way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypedDict, overload
@@ -17,12 +17,15 @@ __all__ = [
     "Attempt",
     "BatchItem",
     "BatchResult",
+    "DeadLetterQuery",
     "Heartbeat",
     "Job",
     "JobFilters",
+    "JobQuery",
     "JobSpec",
     "Lease",
     "Page",
+    "ReplayChoice",
     "ReplayResult",
     "SubmitOptions",
     "Submitted",
@@ -304,3 +307,32 @@ class JobFilters(TypedDict, total=False):
     idempotency_key: str
     payload: Any
     error: str
+
+
+class JobQuery(JobFilters, total=False):
+    """One page of `GET /jobs`: the filters, the page size (1..100), and where it starts (the
+    `next_cursor` of the page before, or an offset up to 10,000)."""
+
+    limit: int
+    cursor: str
+    offset: int
+
+
+class DeadLetterQuery(TypedDict, total=False):
+    """One page of `GET /dlq`: failed jobs of this queue and task, `limit` of them (1..100)
+    after `cursor`."""
+
+    queue: str
+    task: str
+    limit: int
+    cursor: str
+
+
+class ReplayChoice(TypedDict, total=False):
+    """Which failed jobs `POST /dlq/replay` moves back to `queued`: of this queue and task,
+    among these ids (at most 1,000), at most `limit` (1..1,000, default 100) of them."""
+
+    queue: str
+    task: str
+    ids: Iterable[str]
+    limit: int

@@ -46,6 +46,8 @@ _FIELDS = {
     "max_retries",
     "timeout_seconds",
 }
+# The filters of GET /jobs the fake applies: equality with the job's field.
+_FILTERS = frozenset({"status", "queue", "task", "id", "idempotency_key"})
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _JOB_PATH = re.compile(r"^/jobs/(?P<id>[^/]+)(?:/(?P<action>cancel|retry))?$")
@@ -138,16 +140,17 @@ class FakeAPI:
         return httpx.Response(200, json={"results": results, "created": created})
 
     def _list(self, params: dict[str, str]) -> httpx.Response:
+        unknown = sorted(set(params) - _FILTERS - {"limit", "cursor", "offset"})
+        if unknown:
+            # A filter the fake would ignore would pass a test the real API would fail.
+            detail = f"the fake API does not filter by {', '.join(unknown)}"
+            return _problem(422, "validation-error", detail, errors=[])
         limit = int(params.get("limit", 20))
         start = int(params.get("cursor") or params.get("offset") or 0)
         chosen = [
             job
             for job in reversed(self.jobs.values())
-            if all(
-                job.get(name) == params[name]
-                for name in ("status", "queue", "task", "id", "idempotency_key")
-                if name in params
-            )
+            if all(job[name] == params[name] for name in _FILTERS & set(params))
         ]
         page = chosen[start : start + limit]
         more = start + limit < len(chosen)
