@@ -286,7 +286,7 @@ def list_jobs(fetch: Callable[..., Page], chosen: dict[str, Any], args: argparse
                 emit(job_lines([job], header=first))
             first = False
         return 0
-    page = fetch(**chosen, limit=args.limit, cursor=args.cursor)
+    page = fetch(**chosen, **filters(args, "limit", "cursor"))
     if args.json:
         emit_json(page_document(page, args.limit))
         return 0
@@ -309,13 +309,13 @@ def page_document(page: Page, limit: int) -> dict[str, Any]:
 
 
 def every_job(fetch: Callable[..., Page], chosen: dict[str, Any]) -> Iterator[Job]:
-    cursor = None
+    query = {**chosen, "limit": PAGE_SIZE}
     while True:
-        page = fetch(**chosen, limit=PAGE_SIZE, cursor=cursor)
+        page = fetch(**query)
         yield from page.items
-        cursor = page.next_cursor
-        if not cursor:
+        if not page.next_cursor:
             return
+        query["cursor"] = page.next_cursor
 
 
 def cmd_tail(client: Client, args: argparse.Namespace) -> int:
