@@ -41,7 +41,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -438,7 +437,9 @@ class Worker:
             lease_token=str(lease.lease_token),
             worker_id=self.worker_id,
             deadline=now + job.timeout_seconds,
-            lease_expires_at=_timestamp(lease.lease_expires_at, now + self.lease_seconds),
+            # By this process's clock, within a round trip of the server's expiry: the two
+            # clocks need not agree.
+            lease_expires_at=now + self.lease_seconds,
         )
         with self._lock:
             self.stats.leased += 1
@@ -480,8 +481,9 @@ class Worker:
                     extra=self._fields(context, "job_timed_out"),
                 )  # fmt: skip
                 return
+            sent = time.time()
             try:
-                expires_at, cancel_requested = self.client.heartbeat(
+                _, cancel_requested = self.client.heartbeat(
                     context.id, context.lease_token, self.lease_seconds
                 )
             except (LeaseLost, NotFound) as exc:
@@ -498,7 +500,7 @@ class Worker:
                     extra=self._fields(context, "heartbeat_failed"),
                 )  # fmt: skip
                 continue
-            context.lease_expires_at = _timestamp(expires_at, context.lease_expires_at)
+            context.lease_expires_at = sent + self.lease_seconds
             if cancel_requested and not context.cancel_requested:
                 context._cancel.set()
                 log.info(
@@ -621,11 +623,3 @@ def storable_text(text: str) -> str:
     """`text` without what Postgres or JSON parsers refuse: NUL and lone surrogates."""
     text = text.replace("\x00", "\\x00")
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
-def _timestamp(value: datetime | float | None, default: float) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float):
-        return float(value)
-    return default
