@@ -288,7 +288,7 @@ def list_jobs(fetch: Callable[..., Page], chosen: dict[str, Any], args: argparse
         return 0
     page = fetch(**chosen, **filters(args, "limit", "cursor"))
     if args.json:
-        emit_json(page_document(page, args.limit))
+        emit_json(page_document(page))
         return 0
     if page.items:
         emit(job_lines(page.items))
@@ -298,12 +298,14 @@ def list_jobs(fetch: Callable[..., Page], chosen: dict[str, Any], args: argparse
     return 0
 
 
-def page_document(page: Page, limit: int) -> dict[str, Any]:
+def page_document(page: Page) -> dict[str, Any]:
+    """The page as the API sent it."""
     return {
         "items": page.items,
         "total": page.total,
         "total_exact": page.total_exact,
-        "limit": limit,
+        "limit": page.limit,
+        "offset": page.offset,
         "next_cursor": page.next_cursor,
     }
 
