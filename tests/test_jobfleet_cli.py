@@ -9,6 +9,7 @@ import io
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -325,6 +326,18 @@ def test_usage_errors_exit_2_and_api_errors_exit_1(cli: Cli, tmp_path: Path) -> 
     payload.write_text('{"from": "a file"}')
     job_id = cli.ok("submit", "echo", f"@{payload}", "--queue", "cli-idle").strip()
     assert json.loads(cli.ok("get", job_id, "--json"))["payload"] == {"from": "a file"}
+
+    # A reader that went away (`jobfleet ls | head`): no traceback, the status SIGPIPE gives.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        closed = subprocess.run(
+            [str(JOBFLEET), "ls"], env=cli.env, stdout=write, stderr=subprocess.PIPE, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (closed.returncode, closed.stderr) == (128 + signal.SIGPIPE, "")
 
     missing = cli("get", str(uuid.uuid4()))
     assert (missing.returncode, missing.stdout) == (1, "")
