@@ -254,7 +254,11 @@ def test_the_readme_tour_runs_twice_as_printed(
     blocks = tour_blocks(README.read_text())
     dev = LiveDev(settings, tmp_path / "local")
     try:
-        env = settings_env(settings, API=dev.url, JOBFLEET_KEY=dev.key)
+        # The command line of this checkout's client package, whichever the venv's editable
+        # install of it names.
+        env = settings_env(
+            settings, API=dev.url, JOBFLEET_KEY=dev.key, PYTHONPATH=str(ROOT / "client" / "src")
+        )
         for tour in (1, 2):
             workdir = tmp_path / f"tour-{tour}"
             workdir.mkdir()
