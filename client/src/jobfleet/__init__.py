@@ -46,6 +46,7 @@ from jobfleet.models import (
     SubmitOptions,
     Submitted,
 )
+from jobfleet.worker import JobContext, NonRetryable, Worker
 
 __all__ = [
     "APIError",
@@ -61,6 +62,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidState",
     "Job",
+    "JobContext",
     "JobFailed",
     "JobFilters",
     "JobQuery",
@@ -68,6 +70,7 @@ __all__ = [
     "JobfleetError",
     "Lease",
     "LeaseLost",
+    "NonRetryable",
     "NotFound",
     "Page",
     "PayloadTooLarge",
@@ -82,5 +85,6 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "WaitTimeout",
+    "Worker",
     "__version__",
 ]
