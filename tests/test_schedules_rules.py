@@ -4,6 +4,7 @@ times. No database, no sleeping: the clock is an argument."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -200,7 +201,7 @@ def test_an_hourly_job_runs_every_real_hour_23_or_25_on_the_change_days() -> Non
     )  # fmt: skip
     assert len(spring) == 23 and len(autumn) == 25
     for times in (spring, autumn):
-        assert all(b - a == timedelta(hours=1) for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(times))
 
 
 def test_a_job_with_a_fixed_hour_in_the_repeated_hour_runs_once_per_wall_clock_time() -> None:
