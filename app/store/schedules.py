@@ -178,7 +178,7 @@ def advance(
 # The partial index of migration 0006 serves this: its predicate is repeated word for word
 # (Postgres uses a partial index only when the query implies its predicate), and the keys are
 # compared in byte order, as the index holds them.
-_RECENT_JOBS = text(
+RECENT_JOBS_SQL = text(
     f"""
     SELECT {JOB_COLUMNS} FROM jobs
      WHERE tenant = :tenant AND idempotency_key LIKE 'schedule:%'
@@ -195,6 +195,6 @@ def recent_jobs(
     """The schedule's latest jobs, newest fire time (or manual run) first."""
     low, high = key_range(schedule_id)
     rows = session.execute(
-        _RECENT_JOBS, {"tenant": tenant, "low": low, "high": high, "limit": limit}
+        RECENT_JOBS_SQL, {"tenant": tenant, "low": low, "high": high, "limit": limit}
     ).all()
     return [job_record(row) for row in rows]
