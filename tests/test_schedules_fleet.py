@@ -28,6 +28,8 @@ from app.settings import Settings
 from devtools.processes import start_app
 from tests.helpers import settings_env, terminate, wait_until
 
+pytestmark = pytest.mark.live
+
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
 RUNNERS = 3
 
