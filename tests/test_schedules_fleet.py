@@ -94,9 +94,9 @@ def test_three_runners_fire_every_second_once_in_order_keeping_up_with_the_clock
         timeout=seconds + 20,
         what=f"{seconds} more fires",
     )
-    # N fires in about N seconds: the runners keep up (a second either way for the moments
-    # of the looks).
-    assert time.monotonic() - began <= seconds + 2
+    # N fires in about N seconds: the runners keep up (a few seconds of slack for the moments
+    # of the looks and a busy machine).
+    assert time.monotonic() - began <= seconds + 3
     made = fires(ctx, schedule_id)
     times = [fire_time for fire_time, _, _ in made]
     assert_consecutive(times)
@@ -105,7 +105,7 @@ def test_three_runners_fire_every_second_once_in_order_keeping_up_with_the_clock
     assert due - 2 <= len(times) <= due, (due, len(times))
     # Each job was made within moments of its fire time, and is in Redis for the workers.
     late = [(created - fire_time).total_seconds() for fire_time, _, created in made[start:]]
-    assert max(late) < 2.0, late
+    assert max(late) < 3.0, late
     ready = {
         i.decode() for i in ctx.redis.client.lrange(ctx.keys.ready("default", 0, "acme"), 0, -1)
     }
