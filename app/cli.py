@@ -222,7 +222,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "maintenance",
-        help="run only the periodic duties: promoter, recovery, reconciler, retention, stats, bulk",
+        help=(
+            "run only the periodic duties: promoter, recovery, reconciler, retention, stats, "
+            "bulk, schedules"
+        ),
     )
     for name, (_, summary) in TOOLS.items():
         # The tool parses its own arguments (main() passes them on), --help included.

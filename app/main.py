@@ -22,6 +22,7 @@ from app.api import (
     openapi,
     overview,
     problems,
+    schedules,
 )
 from app.api.middleware import BodySizeLimit, InternalErrors, RequestContext
 from app.logging import configure_logging
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lease.router)
     app.include_router(bulk.router)
     app.include_router(audit.router)
+    app.include_router(schedules.router)
     install_dashboard(app)
     docs.install(app)
     openapi.install(app)

@@ -178,6 +178,12 @@ class Settings(BaseSettings):
     audit_retention_seconds: float = Field(365 * 86_400, ge=86_400)
     bulk_interval_seconds: float = Field(1.0, gt=0)
     bulk_batch_size: int = Field(500, ge=1, le=10_000)
+    # Schedules: how often the duty looks for due fire times; how late a fire time may be and
+    # still fire (later, it is missed and its schedule's misfire policy decides); whether cron
+    # expressions may have a sixth field, seconds (tests and demos: a job a second is a lot).
+    schedule_interval_seconds: float = Field(1.0, gt=0, le=60)
+    schedule_misfire_grace_seconds: float = Field(30.0, ge=1, le=86_400)
+    schedule_seconds_field: bool = False
 
     # How long a dashboard sign-in lasts (its cookie's lifetime); the key is re-checked on
     # every page, so a revoked key ends every session at once.

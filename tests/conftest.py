@@ -75,7 +75,7 @@ def ctx(session_ctx: Context) -> Context:
         session.execute(
             text(
                 "TRUNCATE jobs, job_attempts, api_keys, job_stats, stats_marks, audit_events, "
-                "bulk_operations CASCADE"
+                "bulk_operations, schedules CASCADE"
             )
         )
     delete_keys(session_ctx.redis.client, session_ctx.settings.key_prefix)

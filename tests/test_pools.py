@@ -105,13 +105,15 @@ def test_the_sizing_formula_of_the_operations_guide() -> None:
     # The worked example of docs/OPERATIONS.md: the compose defaults, one replica each.
     compose = Settings(api_workers=2, worker_processes=2, worker_threads=2)
     assert connections.api(compose).most == 15
-    assert connections.manager(compose).most == 8
+    assert connections.manager(compose).most == 9
     assert connections.worker(2).most == 4
     assert (
         connections.deployment(compose, api_replicas=1, fleet_replicas=1)
-        == 2 * 15 + 2 + 8 + 2 * 4 + 1
+        == 2 * 15 + 2 + 9 + 2 * 4 + 1
     )
-    # Four fleet replicas still fit Postgres's default max_connections (100, 3 reserved).
-    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) <= 97
+    # Three fleet replicas still fit Postgres's default max_connections (100, 3 reserved);
+    # a fourth does not.
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=3) == 84
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) == 101
     # A manager that runs no duties needs only its own tick's connection and a spare.
     assert connections.manager(Settings(run_duties=False)).most == 2

@@ -298,7 +298,8 @@ def test_a_post_without_its_csrf_token_is_refused(
 # Headers
 
 
-PAGES = ["/ui/", "/ui/login", "/ui/fleet", "/ui/audit", "/ui/no-such-page", "/ui/static/app.css"]
+PAGES = ["/ui/", "/ui/login", "/ui/fleet", "/ui/audit", "/ui/schedules", "/ui/no-such-page",
+         "/ui/static/app.css"]  # fmt: skip
 
 
 def test_every_dashboard_response_carries_the_security_headers(

@@ -21,6 +21,12 @@ class AuditAction(StrEnum):
     JOB_REPLAY = "job.replay"  # dead-lettered jobs back to queued: one, or many by filter
     BULK_START = "bulk.start"  # a bulk operation started: its action and filter
     BULK_CANCEL = "bulk.cancel"  # a bulk operation stopped before its end
+    SCHEDULE_CREATE = "schedule.create"
+    SCHEDULE_UPDATE = "schedule.update"  # its fields changed: the names of the fields
+    SCHEDULE_PAUSE = "schedule.pause"
+    SCHEDULE_RESUME = "schedule.resume"
+    SCHEDULE_DELETE = "schedule.delete"
+    SCHEDULE_RUN = "schedule.run"  # "run now": one job made outside its fire times
     QUEUE_PAUSE = "queue.pause"
     QUEUE_RESUME = "queue.resume"
     FLEET_RESIZE = "fleet.resize"  # a host's desired process count set

@@ -51,6 +51,23 @@ class BulkOperationNotFound(NotFound):
     title = "Bulk operation not found"
 
 
+class ScheduleNotFound(NotFound):
+    """No schedule with this id for this key's tenant: check the id (POST /schedules and
+    GET /schedules give it) and the API key's tenant."""
+
+    code = "schedule-not-found"
+    title = "Schedule not found"
+
+
+class ScheduleNameTaken(JobfleetError):
+    """This tenant already has a schedule of that name: choose another name, or change the
+    existing schedule with PATCH /schedules/{id}."""
+
+    status = 409
+    code = "schedule-name-taken"
+    title = "Schedule name taken"
+
+
 class BulkOperationEnded(JobfleetError):
     """The bulk operation has already ended (done or cancelled): there is nothing to cancel.
     GET /bulk/{id} shows how far it got."""

@@ -65,11 +65,13 @@ def announce_after_commit(ctx: Context, jobs: Sequence[JobRecord | BriefJob]) ->
         )
 
 
-def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
+def new_job(ctx: Context, tenant: str, request: JobCreate) -> job_store.NewJob:
+    """The row a submit of `request` by `tenant` inserts: the server's defaults and limits
+    applied. Every way a job is made (the API, a schedule's fire) goes through here."""
     settings = ctx.settings
     return job_store.NewJob(
         id=uuid7(),
-        tenant=principal.tenant,
+        tenant=tenant,
         queue=request.queue,
         task=request.task,
         payload=request.payload,
@@ -86,6 +88,10 @@ def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_stor
         run_at=request.run_at,
         delay_seconds=request.delay_seconds,
     )
+
+
+def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
+    return new_job(ctx, principal.tenant, request)
 
 
 def _conflict(new: job_store.NewJob, existing: JobRecord | BriefJob) -> IdempotencyConflict:

@@ -1,8 +1,8 @@
 """The periodic duties that keep the invariants true: promoter, recovery, reconciler,
-retention; the stats duty, which counts finished jobs per minute for the overview; and the
-bulk duty, which advances bulk operations. Each is `run_once(now)` (tests call it) plus a thin
-loop, `DutyRunner`, that runs it under a Redis lock so one runner at a time does each duty
-across every host."""
+retention; the stats duty, which counts finished jobs per minute for the overview; the bulk
+duty, which advances bulk operations; and the schedules duty, which fires due schedules. Each
+is `run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs it under a Redis
+lock so one runner at a time does each duty across every host."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from app.dispatch import delayed, fleet, locks, ready, reconcile
 from app.dispatch.ready import Place
 from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
-from app.services import bulk, execution
+from app.services import bulk, execution, schedules
 from app.services.context import Context
 from app.store import audit as audit_store
 from app.store import bulk as bulk_store
@@ -47,6 +47,9 @@ SWEEP_SLACK = timedelta(seconds=5)
 
 
 class Duty(Protocol):
+    """A periodic duty. One may also say how long its runner's lock lasts (`lock_seconds`);
+    by default four intervals, and at least 30 s (see DutyRunner)."""
+
     name: str
     interval: float
 
@@ -276,9 +279,26 @@ class Stats:
             return stats_store.roll_up(session, datetime.fromtimestamp(now, UTC))
 
 
+@dataclass
+class Schedules:
+    """Fires due schedules: for each fire time, its job, made in the transaction that moves
+    the schedule on (app/services/schedules.py). Its rounds may overlap without harm (a
+    schedule another runner holds is skipped; a fire time's job is one idempotency key), so
+    its lock is short: a runner that dies holding it delays the next fires by at most
+    `lock_seconds`, well within the misfire grace, and they fire late but fire."""
+
+    ctx: Context
+    name: str = "schedules"
+    interval: float = 1.0
+    lock_seconds: float = 5.0
+
+    def run_once(self, now: float) -> int:
+        return schedules.fire_due(self.ctx, datetime.fromtimestamp(now, UTC))
+
+
 # How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
 # most one Postgres connection at a time (app/services/connections.py counts on it).
-DUTY_COUNT = 6
+DUTY_COUNT = 7
 
 
 def all_duties(ctx: Context) -> list[Duty]:
@@ -290,6 +310,7 @@ def all_duties(ctx: Context) -> list[Duty]:
         Retention(ctx, interval=settings.retention_interval_seconds),
         Stats(ctx, interval=settings.stats_interval_seconds),
         BulkRunner(ctx, interval=settings.bulk_interval_seconds),
+        Schedules(ctx, interval=settings.schedule_interval_seconds),
     ]
 
 
@@ -302,8 +323,9 @@ class DutyRunner:
         self.duty = duty
         self.holder = holder
         self.stop = stop
-        # Long enough for a big rebuild; released at once when the round ends.
-        self.lock_ttl = max(30.0, duty.interval * 4)
+        # Long enough for a big rebuild; released at once when the round ends. A duty whose
+        # rounds may overlap says how long its own lasts.
+        self.lock_ttl: float = getattr(duty, "lock_seconds", None) or max(30.0, duty.interval * 4)
         self.thread = threading.Thread(target=self.loop, name=f"duty-{duty.name}", daemon=True)
 
     def start(self) -> None:

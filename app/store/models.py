@@ -16,6 +16,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -122,6 +123,13 @@ class Job(Base):
             "ix_jobs_processing_lease",
             "lease_expires_at",
             postgresql_where=text("status = 'processing'"),
+        ),
+        # A schedule's jobs by their idempotency keys, in byte order (migration 0006).
+        Index(
+            "ix_jobs_schedule_key",
+            "tenant",
+            text('(idempotency_key COLLATE "C")'),
+            postgresql_where=text("idempotency_key LIKE 'schedule:%'"),
         ),
     )
 
@@ -247,4 +255,41 @@ class BulkOperation(Base):
             "finished_at",
             postgresql_where=text("state IN ('done', 'cancelled')"),
         ),
+    )
+
+
+MISFIRE_POLICIES = "'skip','run_latest'"
+
+
+class Schedule(Base):
+    """A tenant's cron schedule and the template of the jobs it creates (migration 0006)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    cron: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    max_retries: Mapped[int | None] = mapped_column(Integer)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    misfire_policy: Mapped[str] = mapped_column(String(16))
+    next_fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now_column()
+    updated_at: Mapped[datetime] = _now_column()
+
+    __table_args__ = (
+        CheckConstraint(
+            f"misfire_policy IN ({MISFIRE_POLICIES})", name="ck_schedules_misfire_policy"
+        ),
+        CheckConstraint("priority BETWEEN 0 AND 9", name="ck_schedules_priority"),
+        UniqueConstraint("tenant", "name", name="uq_schedules_tenant_name"),
+        # The duty's due schedules; paused ones stay out of it.
+        Index("ix_schedules_due", "next_fire_at", postgresql_where=text("enabled")),
     )

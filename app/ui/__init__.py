@@ -21,6 +21,7 @@ from app.ui import (
     pages_jobs,
     pages_login,
     pages_overview,
+    pages_schedules,
 )
 from app.ui.render import STATIC, STATIC_URL, PageRoute, build_environment, redirect
 from app.ui.session import Reader
@@ -34,6 +35,7 @@ router.include_router(pages_jobs.router)
 router.include_router(pages_job.router)
 router.include_router(pages_dlq.router)
 router.include_router(pages_bulk.router)
+router.include_router(pages_schedules.router)
 router.include_router(pages_fleet.router)
 router.include_router(pages_audit.router)
 

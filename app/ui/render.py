@@ -56,6 +56,7 @@ NAV = [
     NavItem("Overview", "/ui/"),
     NavItem("Jobs", "/ui/jobs"),
     NavItem("Dead letters", "/ui/dlq"),
+    NavItem("Schedules", "/ui/schedules"),
     NavItem("Fleet", "/ui/fleet", admin_only=True),
     NavItem("Audit", "/ui/audit", admin_only=True),
 ]
