@@ -22,6 +22,7 @@ import httpx
 
 from jobfleet.errors import (
     APIError,
+    Conflict,
     JobFailed,
     PayloadTooLarge,
     TransportError,
@@ -40,6 +41,9 @@ from jobfleet.models import (
     Page,
     ReplayChoice,
     ReplayResult,
+    Schedule,
+    ScheduleChanges,
+    SchedulePage,
     SubmitOptions,
     Submitted,
     parse_time,
@@ -49,7 +53,7 @@ T = TypeVar("T")
 
 #: The most jobs one POST /jobs/batch takes.
 BATCH_LIMIT = 1000
-#: The largest page GET /jobs and GET /dlq give.
+#: The largest page GET /jobs, GET /dlq and GET /schedules give.
 PAGE_LIMIT = 100
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Replies of the API that say it applied nothing: over the rate limit, Postgres or Redis away.
@@ -93,9 +97,11 @@ class RetryPolicy:
     cases the API did not apply it. After a connection that broke once the request was sent, or
     a 502 or 504 from a proxy in front of the API (the API may have applied it and only the
     reply was lost), only the calls whose repetition is harmless are repeated: reads, submits
-    (they always carry an idempotency key), leases, acks, nacks, heartbeats, pauses, resumes
-    and fleet sizes. Cancel, retry, replay and delete are not: their error says it may have
-    been applied (`TransportError.sent`, or the 502/504 APIError).
+    (they always carry an idempotency key), leases, acks, nacks, heartbeats, pauses, resumes,
+    fleet sizes, schedule updates, and schedule creates (a repeat that meets its own first
+    try's schedule returns it: Protocol.create_schedule). Cancel, retry, replay, delete and a
+    schedule's run now are not: their error says it may have been applied
+    (`TransportError.sent`, or the 502/504 APIError).
 
     The wait before retry n (1, 2, ...) is the reply's Retry-After, if any, plus a random share
     ("full jitter") of min(backoff_cap, backoff * 2 ** (n - 1)) seconds, so that many clients
@@ -166,6 +172,12 @@ def error_of(response: httpx.Response) -> APIError:
 def _sent(exc: httpx.TransportError) -> bool:
     """False when the request surely never left: no connection was made."""
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def _maybe_applied(reply: httpx.Response | httpx.TransportError) -> bool:
+    if isinstance(reply, httpx.TransportError):
+        return _sent(reply)
+    return reply.status_code in GATEWAY_ERRORS
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -246,6 +258,81 @@ def _filter_params(filters: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
+#: What POST /schedules sets a field to when the body leaves it out (docs/API.md).
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "timezone": "UTC",
+    "payload": {},
+    "queue": "default",
+    "priority": 0,
+    "max_retries": None,
+    "timeout_seconds": None,
+    "enabled": True,
+    "misfire_policy": "run_latest",
+}
+_SCHEDULE_FIELDS = (
+    "name",
+    "cron",
+    "timezone",
+    "task",
+    "payload",
+    "queue",
+    "priority",
+    "max_retries",
+    "timeout_seconds",
+    "misfire_policy",
+)
+
+
+def schedule_body(
+    name: str, cron: str, task: str, payload: Any, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The POST /schedules body: the options given (None: the API's default). `timeout` is
+    seconds or a timedelta, the API's `timeout_seconds`."""
+    body: dict[str, Any] = {"name": name, "cron": cron, "task": task}
+    if payload is not None:
+        body["payload"] = payload
+    for option, value in options.items():
+        if value is None:
+            continue
+        if option == "timeout":
+            body["timeout_seconds"] = int(_seconds(value))
+        else:
+            body[option] = value
+    return body
+
+
+def schedule_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The PATCH /schedules/{id} body: each field given, None included (it means null)."""
+    body = dict(changes)
+    if "timeout" in body:
+        timeout = body.pop("timeout")
+        body["timeout_seconds"] = None if timeout is None else int(_seconds(timeout))
+    unknown = sorted(set(body) - set(_SCHEDULE_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown schedule field(s): {', '.join(unknown)}")
+    if not body:
+        raise TypeError("update_schedule needs at least one field to change")
+    return body
+
+
+def same_schedule(schedule: Schedule, body: Mapping[str, Any]) -> bool:
+    """Whether the schedule is what the POST /schedules body makes: every field of the body,
+    or the API's default where the body leaves one out (the cron expression as the API
+    stores it, its whitespace collapsed)."""
+    wanted = {**SCHEDULE_DEFAULTS, **body}
+    wanted["cron"] = " ".join(str(wanted["cron"]).split())
+    have = {name: getattr(schedule, name) for name in wanted}
+    return have == wanted
+
+
+@dataclass
+class Tries:
+    """What the tries of one call came to: `maybe_applied` once a try may have been applied
+    without its reply coming back (a connection broken after sending, a proxy's 502 or 504)."""
+
+    maybe_applied: bool = False
+
+
 @dataclass
 class Protocol:
     """The calls of the API as programs (generators of effects). One per client."""
@@ -266,9 +353,11 @@ class Protocol:
         params: Mapping[str, str] | None = None,
         repeatable: bool = True,
         extra_timeout: float = 0.0,
+        tries: Tries | None = None,
     ) -> Program[T]:
         """Send one request until it gets an answer the retry policy accepts, and parse it.
-        `repeatable`: sending it twice is harmless (see RetryPolicy)."""
+        `repeatable`: sending it twice is harmless (see RetryPolicy). `tries` learns whether a
+        try may have been applied before the one that answered."""
         # One request id for every try: the API's logs show the retries of one call together.
         send = Send(method, path, params, json, {"X-Request-ID": uuid.uuid4().hex}, extra_timeout)
         retry = 0
@@ -283,6 +372,8 @@ class Protocol:
                     message = f"{method} {path}: {reply!r}"
                     raise TransportError(message, sent=_sent(reply)) from reply
                 raise error_of(reply)
+            if tries is not None and _maybe_applied(reply):
+                tries.maybe_applied = True
             yield Sleep(wait)
 
     def _retry_wait(
@@ -399,6 +490,67 @@ class Protocol:
         params = _filter_params({"tenant": tenant})
         return self.call("GET", "/overview", _items, params=params)
 
+    # -- schedules ------------------------------------------------------------------------------
+
+    def create_schedule(self, body: Mapping[str, Any]) -> Program[Schedule]:
+        """POST /schedules, retried as a read is. A schedule's name is its key within the
+        tenant: a try sent again after one whose reply was lost meets that try's schedule as
+        `409 schedule-name-taken`. Then the schedule of that name is looked up, and returned
+        when it is exactly what this call asked for; otherwise the 409 is raised."""
+        tries = Tries()
+        try:
+            created: Schedule = yield from self.call(
+                "POST", "/schedules", _schedule, json=dict(body), tries=tries
+            )
+        except Conflict as taken:
+            if taken.code != "schedule-name-taken" or not tries.maybe_applied:
+                raise
+            found = yield from self._schedule_like(body)
+            if found is None:
+                raise
+            return found
+        return created
+
+    def _schedule_like(self, body: Mapping[str, Any]) -> Program[Schedule | None]:
+        """The one schedule the key sees that is what `body` makes, or None (none, or several:
+        an admin key sees every tenant's, and names are unique within a tenant only)."""
+        matches: list[Schedule] = []
+        cursor: str | None = None
+        while True:
+            page = yield from self.list_schedules(PAGE_LIMIT, cursor)
+            matches += [s for s in page.items if same_schedule(s, body)]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return matches[0] if len(matches) == 1 else None
+
+    def list_schedules(self, limit: int, cursor: str | None) -> Program[SchedulePage]:
+        params = _filter_params({"limit": limit, "cursor": cursor})
+        return self.call("GET", "/schedules", _schedule_page, params=params)
+
+    def get_schedule(self, schedule_id: str, upcoming: int | None) -> Program[Schedule]:
+        params = _filter_params({"upcoming": upcoming})
+        return self.call("GET", _path("schedules", schedule_id), _schedule, params=params)
+
+    def update_schedule(self, schedule_id: str, changes: ScheduleChanges) -> Program[Schedule]:
+        # Setting the same fields again is harmless: repeatable.
+        body = schedule_changes(changes)
+        return self.call("PATCH", _path("schedules", schedule_id), _schedule, json=body)
+
+    def pause_schedule(self, schedule_id: str, paused: bool) -> Program[Schedule]:
+        # Pausing a paused schedule (resuming a running one) changes nothing: repeatable.
+        action = "pause" if paused else "resume"
+        return self.call("POST", _path("schedules", schedule_id, action), _schedule)
+
+    def delete_schedule(self, schedule_id: str) -> Program[None]:
+        path = _path("schedules", schedule_id)
+        return self.call("DELETE", path, _nothing, repeatable=False)
+
+    def run_schedule(self, schedule_id: str) -> Program[Job]:
+        # Each run makes a job of its own: sent again, it would make a second one.
+        path = _path("schedules", schedule_id, "run")
+        return self.call("POST", path, _job, repeatable=False)
+
     # -- admin ------------------------------------------------------------------------------
 
     def queues(self) -> Program[list[dict[str, Any]]]:
@@ -466,6 +618,14 @@ def _job(reply: httpx.Response) -> Job:
     return Job.from_json(reply.json())
 
 
+def _schedule(reply: httpx.Response) -> Schedule:
+    return Schedule.from_json(reply.json())
+
+
+def _schedule_page(reply: httpx.Response) -> SchedulePage:
+    return SchedulePage.from_json(reply.json())
+
+
 def _page(reply: httpx.Response) -> Page:
     return Page.from_json(reply.json())
 
@@ -526,5 +686,7 @@ __all__ = [
     "Sleep",
     "job_body",
     "new_idempotency_key",
+    "schedule_body",
+    "schedule_changes",
     "settings_from_env",
 ]

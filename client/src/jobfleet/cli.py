@@ -4,6 +4,7 @@
     jobfleet ls --status failed --queue mail
     jobfleet tail
     jobfleet queue pause mail
+    jobfleet schedules create nightly '30 2 * * *' send_report --tz Europe/Berlin
 
 Tables for people by default; `--json` prints what the API answered, for scripts. The URL and
 the key come from `--url` / `--key` or JOBFLEET_URL / JOBFLEET_KEY. Exit status: 0 when all went
@@ -29,7 +30,7 @@ from jobfleet.errors import APIError, JobFailed, JobfleetError, TransportError, 
 
 if TYPE_CHECKING:
     from jobfleet.client import Client
-    from jobfleet.models import Job, Page
+    from jobfleet.models import Job, Page, Schedule, SchedulePage
 
 __all__ = ["build_parser", "main"]
 
@@ -542,6 +543,157 @@ def queue_flag(reply: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+# Schedules ---------------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = ("ID", "NAME", "CRON", "TIMEZONE", "TASK", "QUEUE", "STATE", "NEXT FIRE")
+
+
+def schedule_row(schedule: Schedule) -> list[object]:
+    return [
+        schedule.id,
+        schedule.name,
+        schedule.cron,
+        schedule.timezone,
+        schedule.task,
+        schedule.queue,
+        schedule_state(schedule),
+        schedule.next_fire_at,
+    ]
+
+
+def schedule_state(schedule: Schedule) -> str:
+    return "running" if schedule.enabled else "paused"
+
+
+def schedule_details(schedule: Schedule) -> str:
+    pairs: list[tuple[str, object]] = [
+        ("id", schedule.id),
+        ("name", schedule.name),
+        ("state", schedule_state(schedule)),
+        ("tenant", schedule.tenant),
+        ("cron", f"{schedule.cron} ({schedule.timezone})"),
+        ("task", schedule.task),
+        ("payload", compact(schedule.payload)),
+        ("queue", schedule.queue),
+        ("priority", schedule.priority),
+        ("max retries", schedule.max_retries),
+        ("timeout", None if schedule.timeout_seconds is None else f"{schedule.timeout_seconds} s"),
+        ("misfire policy", schedule.misfire_policy),
+        ("next fire", schedule.next_fire_at),
+        ("last fired", schedule.last_fired_at),
+        ("created", schedule.created_at),
+        ("updated", schedule.updated_at),
+    ]
+    text = fields(pairs)
+    if schedule.upcoming:
+        text += "\nnext fire times\n" + indent("\n".join(when(t) for t in schedule.upcoming))
+    if schedule.recent_jobs:
+        rows = [
+            [j.id, j.status, "run now" if j.manual else j.fire_time, j.created_at, j.finished_at]
+            for j in schedule.recent_jobs
+        ]
+        headers = ("JOB", "STATUS", "FIRE TIME", "CREATED", "FINISHED")
+        text += "\nlatest jobs\n" + indent(table(headers, rows))
+    return text
+
+
+def schedule_footer(page: SchedulePage) -> str | None:
+    if not page.next_cursor:
+        return None
+    return f"(next page: --cursor {page.next_cursor}, or --all)"
+
+
+def cmd_schedules_ls(client: Client, args: argparse.Namespace) -> int:
+    """One page (`--limit`, `--cursor`) or every page (`--all`), oldest first: a table, or
+    with `--json` the page as the API answered (`--all --json`: one schedule per line)."""
+    if args.all:
+        schedules = list(client.iterate_schedules())
+        if args.json:
+            for schedule in schedules:
+                emit_json(schedule)
+        elif schedules:
+            emit(table(SCHEDULE_COLUMNS, [schedule_row(s) for s in schedules]))
+        else:
+            emit("no schedules")
+        return 0
+    page = client.list_schedules(**filters(args, "limit", "cursor"))
+    if args.json:
+        emit_json({"items": page.items, "limit": page.limit, "next_cursor": page.next_cursor})
+        return 0
+    rows = [schedule_row(s) for s in page.items]
+    emit(table(SCHEDULE_COLUMNS, rows) if rows else "no schedules")
+    footer = schedule_footer(page)
+    if footer:
+        emit(footer)
+    return 0
+
+
+def cmd_schedules_create(client: Client, args: argparse.Namespace) -> int:
+    schedule = client.create_schedule(
+        args.name,
+        args.cron,
+        args.task,
+        read_payload(args.payload),
+        timezone=args.tz,
+        queue=args.queue,
+        priority=args.priority,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        misfire_policy=args.misfire,
+        enabled=not args.paused,
+    )
+    if args.json:
+        emit_json(schedule)
+    else:
+        emit(schedule.id)
+    return 0
+
+
+def cmd_schedules_get(client: Client, args: argparse.Namespace) -> int:
+    schedule = client.get_schedule(args.id, upcoming=args.upcoming)
+    if args.json:
+        emit_json(schedule)
+    else:
+        emit(schedule_details(schedule))
+    return 0
+
+
+def cmd_schedules_pause(client: Client, args: argparse.Namespace) -> int:
+    return schedule_line(client.pause_schedule(args.id), args)
+
+
+def cmd_schedules_resume(client: Client, args: argparse.Namespace) -> int:
+    return schedule_line(client.resume_schedule(args.id), args)
+
+
+def schedule_line(schedule: Schedule, args: argparse.Namespace) -> int:
+    if args.json:
+        emit_json(schedule)
+    elif schedule.enabled:
+        emit(f"{schedule.id} running, next fire {when(schedule.next_fire_at)}")
+    else:
+        emit(f"{schedule.id} paused")
+    return 0
+
+
+def cmd_schedules_delete(client: Client, args: argparse.Namespace) -> int:
+    client.delete_schedule(args.id)
+    if args.json:
+        emit_json({"id": args.id, "deleted": True})
+    else:
+        emit(f"{args.id} deleted")
+    return 0
+
+
+def cmd_schedules_run(client: Client, args: argparse.Namespace) -> int:
+    job = client.run_schedule(args.id)
+    if args.json:
+        emit_json(job)
+    else:
+        emit(job.id)  # alone, as submit prints it: `jobfleet schedules run ID | jobfleet wait`
+    return 0
+
+
 # The parser --------------------------------------------------------------------------------------
 
 
@@ -679,6 +831,57 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", cmd_queue_resume, "hand out the jobs of a paused queue again"),
     ):
         command(queue_commands, name, handler, text).add_argument("queue", help="the queue")
+
+    schedules = commands.add_parser("schedules", help="cron schedules: a job at each fire time")
+    schedule_commands = schedules.add_subparsers(
+        dest="schedules_command", required=True, metavar="COMMAND"
+    )
+    schedules_ls = command(
+        schedule_commands, "ls", cmd_schedules_ls, "list schedules, oldest first"
+    )
+    paging(schedules_ls)
+    create = command(
+        schedule_commands, "create", cmd_schedules_create, "create a schedule; prints its id"
+    )
+    create.add_argument("name", help="the schedule's name, unique within the tenant")
+    create.add_argument(
+        "cron", help="five fields (`30 2 * * *`) or an alias (@hourly, @daily, ...); quote it"
+    )
+    create.add_argument("task", help="the task of its jobs")
+    create.add_argument(
+        "payload",
+        nargs="?",
+        help="its jobs' payload: JSON text, @FILE, - for stdin (default {})",
+    )
+    create.add_argument(
+        "--tz", default="UTC", help="the IANA time zone the cron is read in (default UTC)"
+    )
+    create.add_argument("--queue", help="its jobs' queue (default: default)")
+    create.add_argument("--priority", type=int, help="its jobs' priority, 0..9 (default 0)")
+    create.add_argument("--max-retries", type=int, help="its jobs' retries (default: the server's)")
+    create.add_argument(
+        "--timeout", type=positive_int, help="its jobs' timeout in seconds (default: the server's)"
+    )
+    create.add_argument(
+        "--misfire",
+        choices=("skip", "run_latest"),
+        help="fire times missed while no duty ran: skip, or one job for the latest (default)",
+    )
+    create.add_argument("--paused", action="store_true", help="create it paused")
+    schedule_get = command(
+        schedule_commands, "get", cmd_schedules_get, "a schedule, its next fire times, its jobs"
+    )
+    schedule_get.add_argument("id", help="the schedule's id")
+    schedule_get.add_argument(
+        "--upcoming", type=positive_int, help="how many next fire times to show, 1..50 (5)"
+    )
+    for name, handler, text in (
+        ("pause", cmd_schedules_pause, "no fire until resumed"),
+        ("resume", cmd_schedules_resume, "fire again, from the next fire time after now"),
+        ("delete", cmd_schedules_delete, "delete a schedule (its jobs stay)"),
+        ("run", cmd_schedules_run, "one job of the schedule now; prints the job's id"),
+    ):
+        command(schedule_commands, name, handler, text).add_argument("id", help="the schedule's id")
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, Unpack
 
@@ -21,6 +22,7 @@ from jobfleet._protocol import (
     RetryPolicy,
     Send,
     Sleep,
+    schedule_body,
     settings_from_env,
 )
 from jobfleet._version import __version__
@@ -36,6 +38,9 @@ from jobfleet.models import (
     Page,
     ReplayChoice,
     ReplayResult,
+    Schedule,
+    ScheduleChanges,
+    SchedulePage,
     SubmitOptions,
     Submitted,
 )
@@ -208,6 +213,82 @@ class Client(_Base[httpx.BaseTransport]):
         """Every queue at a glance (GET /overview)."""
         return self._run(self._protocol.overview(tenant))
 
+    # -- schedules ----------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        task: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | timedelta | None = None,
+        misfire_policy: str | None = None,
+        enabled: bool = True,
+    ) -> Schedule:
+        """A cron schedule that makes a job of `task` with `payload` at each fire time of
+        `cron` in `timezone`. None leaves a field to the API's default (`default` queue,
+        priority 0, the server's retries and timeout, `run_latest`); `enabled=False` creates it
+        paused. A retry after a lost reply returns the schedule its first try made; a name
+        the tenant already uses raises Conflict (`schedule-name-taken`)."""
+        options = {
+            "timezone": timezone,
+            "queue": queue,
+            "priority": priority,
+            "max_retries": max_retries,
+            "timeout": timeout,
+            "misfire_policy": misfire_policy,
+            "enabled": enabled,
+        }
+        body = schedule_body(name, cron, task, payload, options)
+        return self._run(self._protocol.create_schedule(body))
+
+    def list_schedules(self, *, limit: int = 20, cursor: str | None = None) -> SchedulePage:
+        """One page of schedules, oldest first: the key's tenant's (every tenant's for an
+        admin key). `limit` 1..100; `cursor` the `next_cursor` of the page before."""
+        return self._run(self._protocol.list_schedules(limit, cursor))
+
+    def iterate_schedules(self, *, page_size: int = PAGE_LIMIT) -> Iterator[Schedule]:
+        """Every schedule the key sees, oldest first, page after page (by cursor)."""
+        cursor: str | None = None
+        while True:
+            page = self._run(self._protocol.list_schedules(page_size, cursor))
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def get_schedule(self, schedule_id: str, *, upcoming: int | None = None) -> Schedule:
+        """The schedule with its next fire times (`upcoming` of them, 1..50, 5 by default) and
+        its latest jobs (`recent_jobs`). NotFound for another tenant's."""
+        return self._run(self._protocol.get_schedule(schedule_id, upcoming))
+
+    def update_schedule(self, schedule_id: str, **changes: Unpack[ScheduleChanges]) -> Schedule:
+        """Change the fields given (at least one); a new cron or timezone moves the next fire
+        time to the first one after now. Pause and resume change `enabled`."""
+        return self._run(self._protocol.update_schedule(schedule_id, changes))
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        """No fire until resumed (a paused schedule stays paused)."""
+        return self._run(self._protocol.pause_schedule(schedule_id, True))
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Fire again, from the first fire time after now."""
+        return self._run(self._protocol.pause_schedule(schedule_id, False))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; the jobs it made stay. Not retried after a lost reply."""
+        return self._run(self._protocol.delete_schedule(schedule_id))
+
+    def run_schedule(self, schedule_id: str) -> Job:
+        """One job of the schedule's template now, paused or not: the new job. Not retried
+        after a lost reply (a second try would make a second job)."""
+        return self._run(self._protocol.run_schedule(schedule_id))
+
     # -- admin --------------------------------------------------------------------------------
 
     def queues(self) -> Items:
@@ -356,6 +437,66 @@ class AsyncClient(_Base[httpx.AsyncBaseTransport]):
 
     async def overview(self, tenant: str | None = None) -> Items:
         return await self._run(self._protocol.overview(tenant))
+
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        task: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | timedelta | None = None,
+        misfire_policy: str | None = None,
+        enabled: bool = True,
+    ) -> Schedule:
+        options = {
+            "timezone": timezone,
+            "queue": queue,
+            "priority": priority,
+            "max_retries": max_retries,
+            "timeout": timeout,
+            "misfire_policy": misfire_policy,
+            "enabled": enabled,
+        }
+        body = schedule_body(name, cron, task, payload, options)
+        return await self._run(self._protocol.create_schedule(body))
+
+    async def list_schedules(self, *, limit: int = 20, cursor: str | None = None) -> SchedulePage:
+        return await self._run(self._protocol.list_schedules(limit, cursor))
+
+    async def iterate_schedules(self, *, page_size: int = PAGE_LIMIT) -> AsyncIterator[Schedule]:
+        cursor: str | None = None
+        while True:
+            page = await self._run(self._protocol.list_schedules(page_size, cursor))
+            for schedule in page.items:
+                yield schedule
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def get_schedule(self, schedule_id: str, *, upcoming: int | None = None) -> Schedule:
+        return await self._run(self._protocol.get_schedule(schedule_id, upcoming))
+
+    async def update_schedule(
+        self, schedule_id: str, **changes: Unpack[ScheduleChanges]
+    ) -> Schedule:
+        return await self._run(self._protocol.update_schedule(schedule_id, changes))
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return await self._run(self._protocol.pause_schedule(schedule_id, True))
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return await self._run(self._protocol.pause_schedule(schedule_id, False))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        return await self._run(self._protocol.delete_schedule(schedule_id))
+
+    async def run_schedule(self, schedule_id: str) -> Job:
+        return await self._run(self._protocol.run_schedule(schedule_id))
 
     async def queues(self) -> Items:
         return await self._run(self._protocol.queues())

@@ -27,6 +27,10 @@ __all__ = [
     "Page",
     "ReplayChoice",
     "ReplayResult",
+    "Schedule",
+    "ScheduleChanges",
+    "ScheduleJob",
+    "SchedulePage",
     "SubmitOptions",
     "Submitted",
 ]
@@ -272,6 +276,121 @@ class ReplayResult:
         )
 
 
+@dataclass(frozen=True)
+class ScheduleJob:
+    """One job a schedule made (an item of `GET /schedules/{id}`'s `recent_jobs`): for a fire
+    time (`fire_time`), or by a run now (`manual`, no fire time)."""
+
+    id: str
+    status: str
+    fire_time: datetime | None
+    manual: bool
+    idempotency_key: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScheduleJob:
+        return cls(
+            id=str(data["id"]),
+            status=str(data["status"]),
+            fire_time=parse_time(data.get("fire_time")),
+            manual=bool(data.get("manual", False)),
+            idempotency_key=str(data.get("idempotency_key") or ""),
+            created_at=parse_time(data.get("created_at")),
+            started_at=parse_time(data.get("started_at")),
+            finished_at=parse_time(data.get("finished_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule as the API shows it. `next_fire_at` is None while it is paused
+    (`enabled` False). `upcoming` (the next fire times) and `recent_jobs` (newest first) are
+    None when the reply did not carry them (lists, changes); `GET /schedules/{id}`
+    (Client.get_schedule) always does. `max_retries` and `timeout_seconds` None: the server's
+    defaults when it fires."""
+
+    id: str
+    tenant: str
+    name: str
+    cron: str
+    timezone: str
+    task: str
+    payload: Any
+    queue: str
+    priority: int
+    max_retries: int | None
+    timeout_seconds: int | None
+    enabled: bool
+    misfire_policy: str
+    next_fire_at: datetime | None
+    last_fired_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    upcoming: tuple[datetime, ...] | None = None
+    recent_jobs: tuple[ScheduleJob, ...] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def paused(self) -> bool:
+        return not self.enabled
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schedule:
+        upcoming = data.get("upcoming")
+        recent = data.get("recent_jobs")
+        return cls(
+            id=str(data["id"]),
+            tenant=str(data.get("tenant", "")),
+            name=str(data.get("name", "")),
+            cron=str(data.get("cron", "")),
+            timezone=str(data.get("timezone", "")),
+            task=str(data.get("task", "")),
+            payload=data.get("payload"),
+            queue=str(data.get("queue", "")),
+            priority=int(data.get("priority") or 0),
+            max_retries=_optional_int(data.get("max_retries")),
+            timeout_seconds=_optional_int(data.get("timeout_seconds")),
+            enabled=bool(data.get("enabled", True)),
+            misfire_policy=str(data.get("misfire_policy", "")),
+            next_fire_at=parse_time(data.get("next_fire_at")),
+            last_fired_at=parse_time(data.get("last_fired_at")),
+            created_at=parse_time(data.get("created_at")),
+            updated_at=parse_time(data.get("updated_at")),
+            upcoming=None
+            if upcoming is None
+            else tuple(t for t in (parse_time(v) for v in upcoming) if t is not None),
+            recent_jobs=None
+            if recent is None
+            else tuple(ScheduleJob.from_json(item) for item in recent),
+            raw=dict(data),
+        )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    """One page of `GET /schedules`, oldest first; `next_cursor` continues after it (None on
+    the last page)."""
+
+    items: tuple[Schedule, ...]
+    next_cursor: str | None
+    limit: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SchedulePage:
+        return cls(
+            items=tuple(Schedule.from_json(item) for item in data.get("items", [])),
+            next_cursor=data.get("next_cursor"),
+            limit=int(data.get("limit") or 0),
+        )
+
+
 class SubmitOptions(TypedDict, total=False):
     """The optional fields of a submit (docs/API.md, POST /jobs). `delay` is seconds or a
     timedelta; `run_at` an aware datetime (or ISO 8601 text with an offset); `timeout` is the
@@ -336,3 +455,21 @@ class ReplayChoice(TypedDict, total=False):
     task: str
     ids: Iterable[str]
     limit: int
+
+
+class ScheduleChanges(TypedDict, total=False):
+    """The fields update_schedule changes (docs/API.md, PATCH /schedules/{id}); those not given
+    stay. None is taken for `payload`, `max_retries` and `timeout` (the server's defaults
+    again); `timeout` is the API's `timeout_seconds`, which is taken too."""
+
+    name: str
+    cron: str
+    timezone: str
+    task: str
+    payload: Any
+    queue: str
+    priority: int
+    max_retries: int | None
+    timeout: int | None
+    timeout_seconds: int | None
+    misfire_policy: str
