@@ -95,7 +95,7 @@ class Forbidden(APIError):
 
 
 class NotFound(APIError):
-    """404: no such job (or host, or bulk operation) for this key's tenant."""
+    """404: no such job (or schedule, host, bulk operation) for this key's tenant."""
 
 
 class Conflict(APIError):
