@@ -109,7 +109,7 @@ def test_the_sizing_formula_of_the_operations_guide() -> None:
     assert connections.worker(2).most == 4
     assert (
         connections.deployment(compose, api_replicas=1, fleet_replicas=1)
-        == 2 * 15 + 2 + 8 + 2 * 4 + 1
+        == 2 * 15 + 2 + 8 + 2 * 4 + 1 + 1
     )
     # Four fleet replicas still fit Postgres's default max_connections (100, 3 reserved).
     assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) <= 97
