@@ -111,7 +111,12 @@ def test_the_sizing_formula_of_the_operations_guide() -> None:
         connections.deployment(compose, api_replicas=1, fleet_replicas=1)
         == 2 * 15 + 2 + 8 + 2 * 4 + 1 + 1
     )
-    # Four fleet replicas still fit Postgres's default max_connections (100, 3 reserved).
-    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) <= 97
+    # Three fleet replicas fit Postgres's default max_connections (100, 3 reserved); a fourth
+    # needs a larger one.
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=3) <= 97
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) > 97
+    # The listener's connection counts once, however many processes may listen.
+    assert connections.deployment(compose, 1, 2) - connections.deployment(compose, 1, 1) == 16
+    assert connections.deployment(compose, 1, 0, maintenance_processes=1) == 32 + 7 + 1 + 1
     # A manager that runs no duties needs only its own tick's connection and a spare.
     assert connections.manager(Settings(run_duties=False)).most == 2
