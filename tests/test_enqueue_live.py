@@ -10,11 +10,12 @@ import subprocess
 import uuid
 from typing import Any
 
+import psycopg2
 import pytest
 from sqlalchemy import text
 
 from app.dispatch import locks, reconcile
-from app.enqueue import enqueue
+from app.enqueue import enqueue, enqueue_psycopg2
 from app.services.context import Context
 from app.services.listening import LOCK
 from app.settings import Settings
@@ -82,7 +83,7 @@ def psql(settings: Settings, *commands: str) -> list[str]:
 
 
 def test_a_committed_job_runs_and_a_rolled_back_one_never_exists(
-    ctx: Context, start_fleet: Any
+    settings: Settings, ctx: Context, start_fleet: Any
 ) -> None:
     start_fleet(**FLEET)
     wait_until(lambda: listeners(ctx) == 1, timeout=30, what="the listener")
@@ -92,11 +93,18 @@ def test_a_committed_job_runs_and_a_rolled_back_one_never_exists(
             transaction.rollback()
         with connection.begin():
             kept = str(enqueue(connection, "acme", "count", {"order": 1}).job.id)
-    wait_until(lambda: completed(ctx, kept), timeout=30, what="the committed job")
+    # And on a plain psycopg2 connection, as an application without SQLAlchemy holds one.
+    connection = psycopg2.connect(libpq_url(settings.database_url))
+    try:
+        plain = str(enqueue_psycopg2(connection, "acme", "count", {"order": 2}).job.id)
+        connection.commit()
+    finally:
+        connection.close()
+    wait_until(lambda: completed(ctx, kept) and completed(ctx, plain), timeout=30)
     # The listener hears committed ids in commit order: the rolled-back one would be first.
     assert not exists(ctx, lost)
     assert in_redis(ctx, lost) == []
-    assert runs_per_job(ctx) == {kept: 1}
+    assert runs_per_job(ctx) == {kept: 1, plain: 1}
 
 
 def test_the_sql_function_from_psql_enqueues_jobs_that_run(
