@@ -21,6 +21,7 @@ from bench.ceiling import insert_commit_rate, push_pop_rate
 from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
 from bench.stack import Stack
+from bench.transactional import commit_rates
 from bench.transactional import measure as measure_transactional
 from devtools.waiting import wait_until
 
@@ -188,6 +189,7 @@ WORKLOADS: dict[str, Workload] = {
     "pickup": pickup,
     "enqueue-txn": lambda stack, sizes: transactional(stack, sizes, through_sql=False),
     "enqueue-sql": lambda stack, sizes: transactional(stack, sizes, through_sql=True),
+    "enqueue-rate": lambda stack, sizes: commit_rates(stack, sizes.ceiling_seconds),
     "dashboard": dashboard,
 }
 # Run only when named in --only: a million jobs to seed is minutes of its own.
