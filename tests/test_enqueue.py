@@ -27,6 +27,7 @@ from app.services import jobs
 from app.services.context import Context
 from app.services.listening import push
 from app.settings import Settings
+from app.store import dbapi
 from app.store.admin import publish_job_defaults
 from app.store.listening import Listening, libpq_url
 from tests.fleet_support import PRODUCER, job_row, statuses
@@ -275,6 +276,12 @@ def test_a_psycopg2_connection_commits_or_rolls_back_its_job(ctx: Context, pg: A
     again = enqueue_psycopg2(pg, "acme", "noop", {"n": 2}, idempotency_key="p")
     pg.commit()
     assert not again.created and again.job.id == kept.job.id
+    # Each statement is compiled once, for good: more calls compile nothing more.
+    compiled = set(dbapi._compiled)
+    enqueue_psycopg2(pg, "acme", "noop", {"n": 2}, idempotency_key="p")
+    enqueue_psycopg2(pg, "acme", "noop", {"n": 3})
+    pg.rollback()
+    assert set(dbapi._compiled) == compiled
     # The application's own cursors read uuids as they always did (text, by default).
     with pg.cursor() as cursor:
         cursor.execute("SELECT gen_random_uuid()")

@@ -20,13 +20,18 @@ from sqlalchemy.engine import Compiled
 
 _DIALECT = PGDialect_psycopg2()  # type: ignore[no-untyped-call]
 _compiled: dict[int, tuple[TextClause, Compiled]] = {}
+# The store's statements that run here are a handful of module constants; the bound only
+# keeps a statement built per call by mistake from growing the cache without end.
+_MOST_COMPILED = 64
 
 
 def _compile(statement: TextClause) -> Compiled:
-    # Keyed by identity: the store's statements are module constants, compiled once each. The
-    # statement is kept beside its compiled form so that its id is never reused meanwhile.
+    # Keyed by identity, the statement kept beside its compiled form so that its id is never
+    # reused meanwhile.
     found = _compiled.get(id(statement))
     if found is None:
+        if len(_compiled) >= _MOST_COMPILED:
+            _compiled.clear()
         found = (statement, statement.compile(dialect=_DIALECT))
         _compiled[id(statement)] = found
     return found[1]

@@ -139,16 +139,20 @@ def insert_jobs(
     return {job.id: job for job in inserted}
 
 
+_BY_KEYS = (
+    "SELECT {columns} FROM jobs "
+    "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
+)
+_BY_KEYS_FULL = text(_BY_KEYS.format(columns=JOB_COLUMNS))
+_BY_KEYS_BRIEF = text(_BY_KEYS.format(columns=BRIEF_COLUMNS))
+
+
 def get_by_idempotency_keys(
     session: Executor, tenant: str, keys: list[str], full: bool = True
 ) -> dict[str, JobRecord | BriefJob]:
     """The jobs of `tenant` that hold these idempotency keys, by key."""
     rows = session.execute(
-        text(
-            f"SELECT {JOB_COLUMNS if full else BRIEF_COLUMNS} FROM jobs "
-            "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
-        ),
-        {"tenant": tenant, "keys": keys},
+        _BY_KEYS_FULL if full else _BY_KEYS_BRIEF, {"tenant": tenant, "keys": keys}
     )
     record = _job if full else _brief
     jobs = [record(row) for row in rows]
