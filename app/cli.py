@@ -60,11 +60,16 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.services.jobs import job_defaults
     from app.store import admin
 
     if args.wait:
         admin.wait_for_server(settings.migration_url, args.wait)
-    granted = admin.migrate(settings.database_url, migration_url=settings.migration_database_url)
+    granted = admin.migrate(
+        settings.database_url,
+        migration_url=settings.migration_database_url,
+        defaults=job_defaults(settings),
+    )
     print("migrated", admin.where(settings.migration_url))
     if granted:
         print(f"granted role {granted} the use of the tables")
@@ -224,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
         "maintenance",
         help=(
             "run only the periodic duties: promoter, recovery, reconciler, retention, stats, "
-            "bulk, schedules"
+            "bulk, schedules, and the listener of transactional enqueues"
         ),
     )
     for name, (_, summary) in TOOLS.items():

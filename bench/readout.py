@@ -74,6 +74,35 @@ def pickup_milliseconds(session: Session, queue: str) -> list[float]:
     ]
 
 
+def started_at(session: Session, queue: str) -> dict[str, float]:
+    """started_at of every started job of the queue, as Unix seconds, by job id."""
+    rows = session.execute(
+        text(
+            "SELECT id, extract(epoch FROM started_at) FROM jobs "
+            "WHERE queue = :q AND started_at IS NOT NULL"
+        ),
+        {"q": queue},
+    ).all()
+    return {str(job_id): float(at) for job_id, at in rows}
+
+
+def listening(session: Session) -> bool:
+    """Whether a listener of transactional enqueues has sent its LISTEN on this database."""
+    return bool(
+        session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'jobfleet-listener' "
+                "AND query <> '')"
+            )
+        )
+    )
+
+
+def delete_job(session: Session, job_id: uuid.UUID) -> None:
+    session.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": job_id})
+
+
 def seed_history(session: Session, ids: list[uuid.UUID]) -> None:
     """Completed jobs with an attempt each, as months of history would leave them."""
     session.execute(

@@ -1,7 +1,8 @@
 """The workloads of the benchmark, each a function of the stack and the sizes that returns
 its figures: single submits over HTTP, batch submits, draining a deep queue, pickup latency at
-a steady rate, the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), and the
-dashboard's queries over a million jobs."""
+a steady rate, commit-to-start latency of transactional enqueues, the hardware's own ceiling
+(Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), and the dashboard's queries over a million
+jobs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from bench.ceiling import insert_commit_rate, push_pop_rate
 from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
 from bench.stack import Stack
+from bench.transactional import commit_rates
+from bench.transactional import measure as measure_transactional
 from devtools.waiting import wait_until
 
 
@@ -37,9 +40,11 @@ class Sizes:
     load_processes: int = 2  # of the HTTP load generator
     batch_clients: int = 8
     dashboard_jobs: int = 1_000_000
+    txn_jobs: int = 1_000  # transactional enqueues, one per transaction
+    txn_rate: float = 100.0
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000)
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 100, 100.0)
 
 
 def _history_ids(count: int) -> list[uuid.UUID]:
@@ -154,6 +159,10 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {f"p{q}_ms": _percentile(waits, q) for q in (50, 95, 99)}
 
 
+def transactional(stack: Stack, sizes: Sizes, through_sql: bool) -> dict[str, float]:
+    return measure_transactional(stack, sizes.txn_jobs, sizes.txn_rate, through_sql)
+
+
 def dashboard(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return measure_dashboard(stack.ctx, sizes.dashboard_jobs)
 
@@ -178,6 +187,9 @@ WORKLOADS: dict[str, Workload] = {
     "drain-4x1": lambda stack, sizes: drain(stack, sizes, 4, 1),
     "drain-2x2-history": lambda stack, sizes: drain(stack, sizes, 2, 2, sizes.history_jobs),
     "pickup": pickup,
+    "enqueue-txn": lambda stack, sizes: transactional(stack, sizes, through_sql=False),
+    "enqueue-sql": lambda stack, sizes: transactional(stack, sizes, through_sql=True),
+    "enqueue-rate": lambda stack, sizes: commit_rates(stack, sizes.ceiling_seconds),
     "dashboard": dashboard,
 }
 # Run only when named in --only: a million jobs to seed is minutes of its own.

@@ -72,6 +72,7 @@ def _run(settings: Settings, local_dir: Path, started: contextlib.ExitStack) -> 
 
     from app.api.metrics_port import open_metrics_port
     from app.main import create_app
+    from app.services.jobs import job_defaults
     from app.store.admin import migrate
 
     database_url, redis_url, servers = ensure_services(
@@ -80,7 +81,7 @@ def _run(settings: Settings, local_dir: Path, started: contextlib.ExitStack) -> 
     for server in servers:
         started.callback(server.stop)
     settings = settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
-    migrate(database_url)
+    migrate(database_url, defaults=job_defaults(settings))
     key = _demo_key(settings, local_dir)
     # Our pid, not the fleet's view of its parent: if we die before it is up, it stops at once.
     command = ["worker", "--stop-with-parent", str(os.getpid())]

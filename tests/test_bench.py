@@ -16,7 +16,8 @@ def test_bench_runs_every_workload_and_writes_its_results(
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app", "bench", "--quick", "--runs", "1",
-         "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup,dashboard",
+         "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup,enqueue-txn,enqueue-sql,"
+         "enqueue-rate,dashboard",
          "--out", str(tmp_path), "--local-dir", str(tmp_path / "local")],
         cwd=ROOT, env=settings_env(settings, LOG_LEVEL="WARNING"),
         capture_output=True, text=True, timeout=300, check=False,
@@ -25,10 +26,15 @@ def test_bench_runs_every_workload_and_writes_its_results(
     (result,) = tmp_path.glob("bench-*.json")
     figures = json.loads(result.read_text())["results"]
     assert set(figures) == {
-        "ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup", "dashboard"
+        "ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup", "enqueue-txn",
+        "enqueue-sql", "enqueue-rate", "dashboard",
     }  # fmt: skip
     assert figures["drain-2x2"][0]["jobs_per_second"] > 0
     assert figures["pickup"][0]["p99_ms"] >= figures["pickup"][0]["p50_ms"] > 0
+    for through in ("enqueue-txn", "enqueue-sql"):
+        waits = figures[through][0]
+        assert waits["max_ms"] >= waits["p99_ms"] >= waits["p50_ms"] > 0 < waits["commit_p50_ms"]
+    assert min(figures["enqueue-rate"][0].values()) > 0
     assert "drain-2x2" in done.stdout and "median" in done.stdout
     dashboard = figures["dashboard"][0]
     assert dashboard["payload_one_match_p95_ms"] >= dashboard["payload_one_match_p50_ms"] > 0

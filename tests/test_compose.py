@@ -460,7 +460,7 @@ def test_postgres_takes_the_connections_of_the_stack_and_of_its_documented_scali
         }
     )
     reserved = 3  # superuser_reserved_connections
-    assert connections.deployment(settings, api_replicas=1, fleet_replicas=1) == 50
+    assert connections.deployment(settings, api_replicas=1, fleet_replicas=1) == 51
     # The headroom docs/OPERATIONS.md promises, with room left for a few sessions by hand.
     for api_replicas, fleet_replicas in ((1, 9), (5, 1)):
         total = connections.deployment(settings, api_replicas, fleet_replicas)

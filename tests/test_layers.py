@@ -1,9 +1,9 @@
 """The layers of app/ as docs/ARCHITECTURE.md draws them: every import of every module under
 app/ (lazy and type-checking ones included) against the documented direction.
 
-    entry points (app.main, app.cli) -> api -> services -> store | dispatch -> domain
-                                        ui -> services
-                                        workers -> services
+    entry points (app.main, app.cli, app.enqueue) -> api -> services -> store | dispatch -> domain
+                                                     ui -> services
+                                                     workers -> services
 
 app.settings, app.logging, app.metrics and app.runtime are shared by every layer and import
 nothing but the domain. Routers, dashboard pages and workers reach Postgres and Redis only
@@ -31,8 +31,8 @@ PACKAGES = {
 }
 SHARED = {"app.settings", "app.logging", "app.metrics", "app.runtime"}
 # The entry points assemble the layers: app.main builds the API from its routers, app.cli
-# starts every process.
-ENTRY = {"app", "app.__main__", "app.cli", "app.main"}
+# starts every process, app.enqueue is what applications call inside their own transactions.
+ENTRY = {"app", "app.__main__", "app.cli", "app.main", "app.enqueue"}
 
 MAY_IMPORT = {
     "entry": {"entry", "api", "ui", "services", "store", "dispatch", "domain", "workers", "shared"},

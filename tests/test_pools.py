@@ -109,11 +109,14 @@ def test_the_sizing_formula_of_the_operations_guide() -> None:
     assert connections.worker(2).most == 4
     assert (
         connections.deployment(compose, api_replicas=1, fleet_replicas=1)
-        == 2 * 15 + 2 + 9 + 2 * 4 + 1
+        == 2 * 15 + 2 + 9 + 2 * 4 + 1 + 1
     )
-    # Three fleet replicas still fit Postgres's default max_connections (100, 3 reserved);
-    # a fourth does not.
-    assert connections.deployment(compose, api_replicas=1, fleet_replicas=3) == 84
-    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) == 101
+    # Three fleet replicas fit Postgres's default max_connections (100, 3 reserved); a fourth
+    # needs a larger one.
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=3) == 85
+    assert connections.deployment(compose, api_replicas=1, fleet_replicas=4) == 102
+    # The listener's connection counts once, however many processes may listen.
+    assert connections.deployment(compose, 1, 2) - connections.deployment(compose, 1, 1) == 17
+    assert connections.deployment(compose, 1, 0, maintenance_processes=1) == 32 + 8 + 1 + 1
     # A manager that runs no duties needs only its own tick's connection and a spare.
     assert connections.manager(Settings(run_duties=False)).most == 2

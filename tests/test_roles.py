@@ -192,3 +192,45 @@ def test_migrate_says_what_it_cannot_grant(roles: Roles, settings: Settings) -> 
             url_as(roles.app_url, roles.app, legacy),
             migration_url=url_as(roles.app_url, roles.owner, legacy),
         )
+
+
+def test_the_application_role_enqueues_in_its_transactions_and_others_only_through_sql(
+    roles: Roles,
+) -> None:
+    from app.enqueue import enqueue
+
+    assert migrate(roles.app_url, migration_url=roles.owner_url) == roles.app
+    engine = engine_of(roles.app_url)
+    try:
+        with engine.connect() as connection:
+            done = enqueue(connection, "acme", "noop")  # autocommit: committed at once
+            by_sql = connection.execute(
+                text("SELECT job_id FROM jobfleet.enqueue('acme', 'noop')")
+            ).scalar_one()
+            assert {done.job.id, by_sql} == set(
+                connection.scalars(text("SELECT id FROM jobs")).all()
+            )
+    finally:
+        engine.dispose()
+    # A role of another application, granted only the function: it enqueues, it reads nothing.
+    shop = f"{roles.app}_shop"
+    superuser = url_as(roles.owner_url, "postgres", make_url(roles.owner_url).database or "")
+    run_sql(superuser, f"CREATE ROLE {shop} LOGIN")
+    try:
+        shop_url = url_as(roles.app_url, shop, make_url(roles.app_url).database or "")
+        assert "permission denied for schema jobfleet" in refused(
+            shop_url, "SELECT * FROM jobfleet.enqueue('acme', 'noop')"
+        )
+        run_sql(
+            roles.owner_url,
+            f"GRANT USAGE ON SCHEMA jobfleet TO {shop}",
+            f"GRANT EXECUTE ON FUNCTION jobfleet.enqueue TO {shop}",
+        )
+        run_sql(shop_url, "SELECT * FROM jobfleet.enqueue('acme', 'noop', '{\"n\": 1}')")
+        assert "permission denied for table jobs" in refused(shop_url, "SELECT * FROM jobs")
+    finally:
+        run_sql(
+            superuser,
+            f"DROP OWNED BY {shop}",
+            f"DROP ROLE {shop}",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,7 +20,8 @@ QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 TaskName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 IdempotencyKey = Annotated[StoredText, Field(min_length=1, max_length=255)]
 Priority = Annotated[int, Field(ge=0, le=9)]
-# A tenant, as API keys name it (the `--tenant` of `keys create`).
+# A tenant, as API keys name it (the `--tenant` of `keys create`): the jobs.tenant column.
+TenantName = Annotated[StoredText, Field(min_length=1, max_length=128)]
 # A fleet host: its FLEET_HOST setting, or its hostname.
 HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
 # How many worker processes a host's manager should run (PUT /fleet/{host}/size).
@@ -88,6 +90,24 @@ class JobCreate(BaseModel):
         """A digest of everything but the idempotency key: equal digests mean the same request."""
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a submit that leaves them out gets: its retries and its timeout; and the cap of
+    any job's timeout. The API takes them from its settings (DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS); an enqueue inside an application's own
+    transaction reads the copy `migrate` keeps in Postgres."""
+
+    max_retries: int
+    timeout_seconds: int
+    max_timeout_seconds: int
+
+    def retries_of(self, request: JobCreate) -> int:
+        return self.max_retries if request.max_retries is None else request.max_retries
+
+    def timeout_of(self, request: JobCreate) -> int:
+        return min(request.timeout_seconds or self.timeout_seconds, self.max_timeout_seconds)
 
 
 class AttemptOut(BaseModel):

@@ -16,6 +16,10 @@ from app.store.engine import Pool
 # One connection beyond what the threads can hold at once: a session still being returned
 # while its thread starts the next does not wait for it.
 SPARE = 1
+# The listener's own connection (app/store/listening.py), outside every pool. Every process
+# that runs the duties may listen, but only the holder of the listener's lock opens it: one in
+# the whole deployment (two for the moment a stalled holder takes to notice its lock is gone).
+LISTENER = 1
 
 
 def api(settings: Settings) -> Pool:
@@ -35,13 +39,14 @@ def worker(threads: int) -> Pool:
 
 def manager(settings: Settings) -> Pool:
     """A fleet's manager: its duty threads (when it runs them) and its own tick (releasing the
-    jobs of a dead worker process, a burst run's look at its queues)."""
+    jobs of a dead worker process, a burst run's look at its queues). With the duties, the
+    listener may hold one more connection, outside the pool (LISTENER)."""
     duties = DUTY_COUNT if settings.run_duties else 0
     return Pool(duties + 1 + SPARE, 0, "manager")
 
 
 def maintenance() -> Pool:
-    """`python -m app maintenance`: its duty threads."""
+    """`python -m app maintenance`: its duty threads (and the listener's, outside the pool)."""
     return Pool(DUTY_COUNT + SPARE, 0, "maintenance")
 
 
@@ -56,15 +61,19 @@ def deployment(
     """The most connections a deployment opens when every process of it uses its whole pool:
     api replicas x (API_WORKERS x (DB_POOL_SIZE + DB_MAX_OVERFLOW) + the metrics port's)
     + fleet replicas x (the manager's + WORKER_PROCESSES x (WORKER_THREADS + 2))
-    + maintenance processes x theirs + 1 for a `migrate` or `keys` run. Postgres also keeps
-    `superuser_reserved_connections` (3) out of `max_connections` for a superuser."""
+    + maintenance processes x theirs + 1 for the listener + 1 for a `migrate` or `keys` run.
+    The listener's connection counts once: only the holder of its lock opens one. Postgres
+    also keeps `superuser_reserved_connections` (3) out of `max_connections` for a
+    superuser."""
     api_replica = settings.api_workers * api(settings).most + api_metrics().most
     fleet_replica = (
         manager(settings).most + settings.worker_processes * worker(settings.worker_threads).most
     )
+    runs_duties = maintenance_processes > 0 or (fleet_replicas > 0 and settings.run_duties)
     return (
         api_replicas * api_replica
         + fleet_replicas * fleet_replica
         + maintenance_processes * maintenance().most
+        + (LISTENER if runs_duties else 0)
         + 1
     )

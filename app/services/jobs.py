@@ -16,7 +16,7 @@ from app.dispatch.push import Announcement, announce
 from app.domain.audit import AuditAction
 from app.domain.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from app.domain.records import BriefJob, JobRecord
-from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDetail, JobOut
+from app.domain.schemas import MAX_BATCH, AttemptOut, JobCreate, JobDefaults, JobDetail, JobOut
 from app.domain.states import DELETABLE, RETRYABLE, AttemptOutcome, JobStatus
 from app.logging import bind
 from app.metrics import metrics
@@ -24,6 +24,7 @@ from app.services import audit
 from app.services.auth import Principal
 from app.services.context import Context
 from app.services.groupcommit import GroupCommit
+from app.settings import Settings
 from app.store import jobs as job_store
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,18 @@ def announce_after_commit(ctx: Context, jobs: Sequence[JobRecord | BriefJob]) ->
         )
 
 
-def new_job(ctx: Context, tenant: str, request: JobCreate) -> job_store.NewJob:
-    """The row a submit of `request` by `tenant` inserts: the server's defaults and limits
-    applied. Every way a job is made (the API, a schedule's fire) goes through here."""
-    settings = ctx.settings
+def job_defaults(settings: Settings) -> JobDefaults:
+    """What POST /jobs gives a job that leaves out its retries or timeout, and the cap."""
+    return JobDefaults(
+        settings.default_max_retries,
+        settings.default_timeout_seconds,
+        settings.max_timeout_seconds,
+    )
+
+
+def new_job(defaults: JobDefaults, tenant: str, request: JobCreate) -> job_store.NewJob:
+    """The row to insert for a request: a time-ordered id, the defaults applied. Every way a
+    job is made (the API, a schedule's fire, a transactional enqueue) goes through here."""
     return job_store.NewJob(
         id=uuid7(),
         tenant=tenant,
@@ -78,20 +87,15 @@ def new_job(ctx: Context, tenant: str, request: JobCreate) -> job_store.NewJob:
         priority=request.priority,
         idempotency_key=request.idempotency_key,
         fingerprint=request.fingerprint(),
-        max_retries=(
-            settings.default_max_retries if request.max_retries is None else request.max_retries
-        ),
-        timeout_seconds=min(
-            request.timeout_seconds or settings.default_timeout_seconds,
-            settings.max_timeout_seconds,
-        ),
+        max_retries=defaults.retries_of(request),
+        timeout_seconds=defaults.timeout_of(request),
         run_at=request.run_at,
         delay_seconds=request.delay_seconds,
     )
 
 
 def _new_job(ctx: Context, principal: Principal, request: JobCreate) -> job_store.NewJob:
-    return new_job(ctx, principal.tenant, request)
+    return new_job(job_defaults(ctx.settings), principal.tenant, request)
 
 
 def _conflict(new: job_store.NewJob, existing: JobRecord | BriefJob) -> IdempotencyConflict:
@@ -117,21 +121,22 @@ def submit_many(
     return results
 
 
-def _write(
-    ctx: Context, principal: Principal, requests: Sequence[JobCreate], full: bool
+def insert_or_find(
+    session: job_store.Executor, tenant: str, news: list[job_store.NewJob], full: bool
 ) -> list[Submitted | IdempotencyConflict]:
-    news = [_new_job(ctx, principal, request) for request in requests]
-    with ctx.db.transaction() as session:
-        inserted = job_store.insert_jobs(session, news, full)
-        taken = [n for n in news if n.id not in inserted]
-        existing: dict[str, JobRecord | BriefJob] = {}
-        if taken:
-            keys = [n.idempotency_key for n in taken if n.idempotency_key is not None]
-            existing = job_store.get_by_idempotency_keys(session, principal.tenant, keys, full)
-            # A job holding a key was deleted between our insert and our read: insert again.
-            orphans = [n for n in taken if n.idempotency_key not in existing]
-            if orphans:
-                inserted.update(job_store.insert_jobs(session, orphans, full))
+    """Insert jobs of one tenant inside the caller's transaction; one result per job, in
+    order: the new job, the existing job of a reused key, or the conflict of a key reused for
+    a different request. The API's submits and transactional enqueues both come here."""
+    inserted = job_store.insert_jobs(session, news, full)
+    taken = [n for n in news if n.id not in inserted]
+    existing: dict[str, JobRecord | BriefJob] = {}
+    if taken:
+        keys = [n.idempotency_key for n in taken if n.idempotency_key is not None]
+        existing = job_store.get_by_idempotency_keys(session, tenant, keys, full)
+        # A job holding a key was deleted between our insert and our read: insert again.
+        orphans = [n for n in taken if n.idempotency_key not in existing]
+        if orphans:
+            inserted.update(job_store.insert_jobs(session, orphans, full))
     results: list[Submitted | IdempotencyConflict] = []
     for new in news:
         if new.id in inserted:
@@ -142,7 +147,17 @@ def _write(
             results.append(_conflict(new, found))
         else:
             results.append(Submitted(found, created=False))
-    created = list(inserted.values())
+    return results
+
+
+def _write(
+    ctx: Context, principal: Principal, requests: Sequence[JobCreate], full: bool
+) -> list[Submitted | IdempotencyConflict]:
+    defaults = job_defaults(ctx.settings)
+    news = [new_job(defaults, principal.tenant, request) for request in requests]
+    with ctx.db.transaction() as session:
+        results = insert_or_find(session, principal.tenant, news, full)
+    created = [r.record for r in results if isinstance(r, Submitted) and r.created]
     announce_after_commit(ctx, created)
     observed = metrics()
     counts = ctx.metric_labels.job_counts(Counter((job.queue, job.task) for job in created))

@@ -2,7 +2,9 @@
 retention; the stats duty, which counts finished jobs per minute for the overview; the bulk
 duty, which advances bulk operations; and the schedules duty, which fires due schedules. Each
 is `run_once(now)` (tests call it) plus a thin loop, `DutyRunner`, that runs it under a Redis
-lock so one runner at a time does each duty across every host."""
+lock so one runner at a time does each duty across every host. Beside them runs the listener
+(app/services/listening.py), which pushes the jobs enqueued in applications' own transactions,
+under a lock of its own."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
 from app.services import bulk, execution, schedules
 from app.services.context import Context
+from app.services.listening import Listener
 from app.store import audit as audit_store
 from app.store import bulk as bulk_store
 from app.store import claims
@@ -297,7 +300,9 @@ class Schedules:
 
 
 # How many duties all_duties makes: each runs in a thread of its own, and each thread holds at
-# most one Postgres connection at a time (app/services/connections.py counts on it).
+# most one Postgres connection at a time (app/services/connections.py counts on it). The
+# listener's thread is not among them: it holds no pooled connection, only one of its own
+# (connections.LISTENER).
 DUTY_COUNT = 7
 
 
@@ -362,8 +367,12 @@ class DutyRunner:
                 locks.release(client, keys, name, self.holder)
 
 
-def start_duties(ctx: Context, holder: str, stop: threading.Event) -> list[DutyRunner]:
-    runners = [DutyRunner(ctx, duty, holder, stop) for duty in all_duties(ctx)]
+def start_duties(ctx: Context, holder: str, stop: threading.Event) -> list[DutyRunner | Listener]:
+    """A thread per duty, and the listener's."""
+    runners: list[DutyRunner | Listener] = [
+        DutyRunner(ctx, duty, holder, stop) for duty in all_duties(ctx)
+    ]
+    runners.append(Listener(ctx, holder, stop))
     for runner in runners:
         runner.start()
     return runners

@@ -58,7 +58,7 @@ from app.logging import bind
 from app.metrics import metrics
 from app.services import audit
 from app.services.context import Context
-from app.services.jobs import announce_after_commit, new_job
+from app.services.jobs import announce_after_commit, job_defaults, new_job
 from app.store import jobs as job_store
 from app.store import schedules as store
 
@@ -335,7 +335,7 @@ def run_now(ctx: Context, principal: Principal, schedule_id: uuid.UUID) -> JobOu
     with ctx.db.transaction() as session:
         schedule = _locked(session, principal, schedule_id)
         key = manual_key(schedule.id, _now(), secrets.token_hex(6))
-        new = new_job(ctx, schedule.tenant, _request(schedule, key))
+        new = new_job(job_defaults(ctx.settings), schedule.tenant, _request(schedule, key))
         (job,) = job_store.insert_jobs(session, [new]).values()
         target = _target(schedule, job_ids=[str(job.id)])
         audit.record(session, principal, AuditAction.SCHEDULE_RUN, target)
@@ -379,7 +379,8 @@ def _fire_batch(ctx: Context, now: datetime) -> tuple[int, int]:
                 _stopped(schedule, f"its job template is not valid: {exc.error_count()} errors")
                 store.update_schedule(session, schedule.id, {"enabled": False})
                 continue
-            news += [new_job(ctx, schedule.tenant, request) for request in requests]
+            defaults = job_defaults(ctx.settings)
+            news += [new_job(defaults, schedule.tenant, request) for request in requests]
             last = planned.fires[-1] if planned.fires else None
             store.advance(session, schedule.id, planned.next_fire_at, last)
             plans.append((schedule, planned))

@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.domain.errors import DatabaseNotReady, Unavailable
+from app.domain.schemas import JobDefaults
 from app.store.engine import APPLICATION_PREFIX, with_application_name
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ APPLICATION_NAME = APPLICATION_PREFIX + "migrate"
 VERSION_TABLE = "alembic_version"  # Alembic's: the application role may read it, not change it
 ROW_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"  # no TRUNCATE, REFERENCES or TRIGGER
 SEQUENCE_PRIVILEGES = "USAGE, SELECT"
+ENQUEUE_SCHEMA = "jobfleet"  # jobfleet.enqueue() and the defaults it reads (migration 0007)
 
 # What a server sends while it starts or stops (the official image's first start runs a
 # temporary server, then restarts it) or when it is full: waiting cures these. Any other FATAL
@@ -156,16 +158,52 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def migrate(database_url: str, revision: str = "head", migration_url: str = "") -> str | None:
+def migrate(
+    database_url: str,
+    revision: str = "head",
+    migration_url: str = "",
+    defaults: JobDefaults | None = None,
+) -> str | None:
     """Create the database if missing and apply the migrations up to `revision`, connected as
-    `migration_url` (default: `database_url`); then grant the role of `database_url` what the
+    `migration_url` (default: `database_url`); write `defaults` (the settings' job defaults)
+    where transactional enqueues read them; then grant the role of `database_url` what the
     API and the fleet need when it is another role. Returns the role granted, or None."""
     owner_url = migration_url or database_url
     ensure_database(owner_url)
     command.upgrade(alembic_config(owner_url), revision)
+    if defaults is not None:
+        publish_job_defaults(owner_url, defaults)
     if not migration_url:
         return None
     return grant_application_role(owner_url, database_url)
+
+
+def publish_job_defaults(owner_url: str, defaults: JobDefaults) -> bool:
+    """Keep jobfleet.job_defaults (migration 0007) equal to the settings' DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_SECONDS and MAX_TIMEOUT_SECONDS, which POST /jobs applies: a job enqueued
+    in an application's transaction, in Python or SQL, gets the same. False when the table does
+    not exist (a database migrated to an earlier revision)."""
+    engine = create_engine(
+        with_application_name(owner_url, APPLICATION_NAME), poolclass=pool.NullPool
+    )
+    try:
+        with engine.begin() as connection:
+            if connection.scalar(text("SELECT to_regclass('jobfleet.job_defaults')")) is None:
+                return False
+            connection.execute(
+                text(
+                    "UPDATE jobfleet.job_defaults SET max_retries = :retries, "
+                    "timeout_seconds = :timeout, max_timeout_seconds = :cap, updated_at = now()"
+                ),
+                {
+                    "retries": defaults.max_retries,
+                    "timeout": defaults.timeout_seconds,
+                    "cap": defaults.max_timeout_seconds,
+                },
+            )
+    finally:
+        engine.dispose()
+    return True
 
 
 def _role_of(database_url: str) -> str:
@@ -235,6 +273,14 @@ def _grant(connection: Connection, owner: str, role: str, database: str, schema:
         f"GRANT {SEQUENCE_PRIVILEGES} ON SEQUENCES TO {to}",
     ):
         connection.execute(text(statement))
+    if connection.scalar(text("SELECT to_regnamespace(:name)"), {"name": ENQUEUE_SCHEMA}):
+        # Transactional enqueue (migration 0007): the defaults it reads, and jobfleet.enqueue().
+        for statement in (
+            f"GRANT USAGE ON SCHEMA {ENQUEUE_SCHEMA} TO {to}",
+            f"GRANT SELECT ON {ENQUEUE_SCHEMA}.job_defaults TO {to}",
+            f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {ENQUEUE_SCHEMA} TO {to}",
+        ):
+            connection.execute(text(statement))
 
 
 def _check_owner(connection: Connection, owner: str, role: str, schema: str) -> None:

@@ -5,15 +5,16 @@ whether a row came back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.orm import Session
 
+from app.domain.errors import DatabaseNotReady
 from app.domain.filters import JobFilter
 from app.domain.records import (
     AttemptRecord,
@@ -22,8 +23,10 @@ from app.domain.records import (
     QueueCounts,
     QueueGauges,
 )
+from app.domain.schemas import JobDefaults
 from app.domain.states import JobStatus
 from app.store.claims import OF_TENANT
+from app.store.dbapi import DbapiSession
 from app.store.maintenance import oldest_queued_by_queue
 from app.store.models import Job, JobAttempt
 from app.store.transitions import CANCEL, REQUEST_CANCEL, REQUEUE, SUBMIT, guarded
@@ -54,13 +57,18 @@ BRIEF_COLUMNS = ", ".join(BriefJob._fields)
 _STATUSES = {status.value: status for status in JobStatus}
 
 
-def _job(row: Row[Any]) -> JobRecord:
+# Where the submit path's statements run: a session of ours (the API), or the caller's own
+# SQLAlchemy connection or session, or psycopg2 connection (app/enqueue.py).
+Executor = Session | Connection | DbapiSession
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
     values = list(row)
     values[_JOB_STATUS] = _STATUSES[values[_JOB_STATUS]]
     return JobRecord(*values)
 
 
-def _brief(row: Row[Any]) -> BriefJob:
+def _brief(row: Sequence[Any]) -> BriefJob:
     job_id, tenant, status, queue, task, priority, run_at, key, fingerprint = row
     return BriefJob(
         job_id, tenant, _STATUSES[status], queue, task, priority, run_at, key, fingerprint
@@ -100,7 +108,7 @@ _INSERT_BRIEF = guarded(SUBMIT, _INSERT.format(columns=BRIEF_COLUMNS))
 
 
 def insert_jobs(
-    session: Session, jobs: list[NewJob], full: bool = True
+    session: Executor, jobs: list[NewJob], full: bool = True
 ) -> dict[uuid.UUID, JobRecord | BriefJob]:
     """Insert jobs in one statement; returns the inserted jobs (whole, or brief when not
     `full`) by the ids given. A job whose idempotency key is taken is absent from the result.
@@ -127,23 +135,77 @@ def insert_jobs(
         },
     ).all()
     record = _job if full else _brief
-    return {row.id: record(row) for row in rows}
+    inserted = [record(row) for row in rows]
+    return {job.id: job for job in inserted}
+
+
+_BY_KEYS = (
+    "SELECT {columns} FROM jobs "
+    "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
+)
+_BY_KEYS_FULL = text(_BY_KEYS.format(columns=JOB_COLUMNS))
+_BY_KEYS_BRIEF = text(_BY_KEYS.format(columns=BRIEF_COLUMNS))
 
 
 def get_by_idempotency_keys(
-    session: Session, tenant: str, keys: list[str], full: bool = True
+    session: Executor, tenant: str, keys: list[str], full: bool = True
 ) -> dict[str, JobRecord | BriefJob]:
     """The jobs of `tenant` that hold these idempotency keys, by key."""
     rows = session.execute(
-        text(
-            f"SELECT {JOB_COLUMNS if full else BRIEF_COLUMNS} FROM jobs "
-            "WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))"
-        ),
-        {"tenant": tenant, "keys": keys},
+        _BY_KEYS_FULL if full else _BY_KEYS_BRIEF, {"tenant": tenant, "keys": keys}
     )
     record = _job if full else _brief
     jobs = [record(row) for row in rows]
     return {job.idempotency_key: job for job in jobs if job.idempotency_key is not None}
+
+
+# Transactional enqueue (migration 0007). Postgres delivers a notification on this channel at
+# the commit of the transaction that sent it, and never if it rolls back: the listener
+# (app/services/listening.py) hears the ids of committed jobs only. jobfleet.enqueue() sends
+# the same notification, the job's id as text.
+ENQUEUED_CHANNEL = "jobfleet_enqueued"
+_NOTIFY_ENQUEUED = text(
+    "SELECT pg_notify(:channel, CAST(id AS text)) FROM unnest(CAST(:ids AS uuid[])) AS id"
+)
+
+
+def notify_enqueued(session: Executor, job_ids: list[uuid.UUID]) -> None:
+    """Announce new jobs to the listener when (and if) the caller's transaction commits."""
+    if job_ids:
+        session.execute(
+            _NOTIFY_ENQUEUED, {"channel": ENQUEUED_CHANNEL, "ids": [str(i) for i in job_ids]}
+        ).all()
+
+
+_JOB_DEFAULTS = text(
+    "SELECT max_retries, timeout_seconds, max_timeout_seconds FROM jobfleet.job_defaults"
+)
+
+
+def job_defaults(session: Executor) -> JobDefaults:
+    """The defaults `migrate` published from its settings (jobfleet.job_defaults): what a job
+    enqueued in an application's transaction gets when it leaves them out."""
+    rows = session.execute(_JOB_DEFAULTS, {}).all()
+    if not rows:
+        raise DatabaseNotReady(
+            "jobfleet.job_defaults is empty: run `python -m app migrate`, which writes it"
+        )
+    max_retries, timeout_seconds, max_timeout_seconds = rows[0]
+    return JobDefaults(int(max_retries), int(timeout_seconds), int(max_timeout_seconds))
+
+
+_WAITING = text(
+    f"""
+    SELECT {BRIEF_COLUMNS} FROM jobs
+     WHERE id = ANY(CAST(:ids AS uuid[])) AND status || '' IN ('queued', 'scheduled')
+    """
+)
+
+
+def waiting_jobs(session: Executor, job_ids: list[str]) -> list[BriefJob]:
+    """Those of these jobs that still wait (queued or scheduled), as they are now."""
+    rows = session.execute(_WAITING, {"ids": job_ids}).all()
+    return [_brief(row) for row in rows]
 
 
 _JOB = [getattr(Job, name) for name in _JOB_FIELDS]
