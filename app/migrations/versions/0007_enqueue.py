@@ -1,7 +1,7 @@
 """Transactional enqueue: jobfleet.enqueue(), and the job defaults it reads
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2027-02-01
 
 An application that shares Jobfleet's database inserts its jobs inside its own transaction:
