@@ -29,10 +29,19 @@ from devtools.postgres_server import PrivatePostgres
 from devtools.redis_server import PrivateRedis
 from devtools.sandbox import delete_keys, erase, with_database
 from tests.fleet_support import workers_of
-from tests.helpers import LiveAPI, LiveFleet, wait_until
+from tests.helpers import SUMMARY, LiveAPI, LiveFleet, wait_until
 
 # Heartbeats (and so leases) the session's fleets use: a lost worker shows within seconds.
 FLEET_HEARTBEATS = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The summaries that passed tests left (tests/helpers.py SUMMARY), at the end of the run."""
+    for report in terminalreporter.stats.get("passed", []):
+        for title, content in report.sections:
+            if title.startswith(f"Captured {SUMMARY}"):
+                terminalreporter.write_sep("-", title.removeprefix("Captured ").rsplit(" ", 1)[0])
+                terminalreporter.write_line(content)
 
 
 @pytest.fixture(scope="session")

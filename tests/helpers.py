@@ -21,6 +21,7 @@ from devtools.waiting import wait_until
 
 __all__ = [
     "ROOT",
+    "SUMMARY",
     "LiveAPI",
     "LiveDev",
     "LiveFleet",
@@ -30,6 +31,11 @@ __all__ = [
     "terminate",
     "wait_until",
 ]
+
+# A report section whose title starts with this (`request.node.add_report_section`) is printed
+# at the end of the run even when its test passed (tests/conftest.py): what a test prints
+# itself would be lost under pytest-xdist, whose workers' output is not shown.
+SUMMARY = "summary: "
 
 
 def processes_of_host(host: str) -> list[int]:
