@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SUMMARY, LiveAPI
+from tests.helpers import HEAVY, ROOT, SUMMARY, LiveAPI
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, HEAVY]
 
 CHECKS = [
     "not_a_server_error",
