@@ -5,7 +5,8 @@
 # docker-compose, pg_dump, pg_restore, psql, and chromium, which the browser tests of tests/ui/
 # drive through Playwright; installed when missing), ruff format, ruff check, mypy (the product,
 # strict, and the tooling beside it; the client package on its own, strict), then pytest with
-# coverage of the product. Arguments go to pytest.
+# coverage of the product, in one process per CPU (pytest-xdist). Arguments go to pytest (`-n 0`:
+# one process).
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -46,7 +47,10 @@ fi
 
 jf_section "pytest"
 status=0
-.venv/bin/python -m pytest --cov=app --cov-report=term "$@" || status=$?
+# One test process per CPU, each with a database and key prefix of its own (tests/conftest.py).
+# loadgroup: each process takes the next test when it is almost out of work, except for the
+# tests marked HEAVY (tests/helpers.py), which one process runs one after another.
+.venv/bin/python -m pytest -n auto --dist loadgroup --cov=app --cov-report=term "$@" || status=$?
 case "$status" in
     0) jf_section "All gates and tests passed" ;;
     5) jf_section "FAILED: pytest collected no tests" ;;

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from devtools.postgres_server import PrivatePostgres
 from devtools.redis_server import PrivateRedis
 from devtools.sandbox import delete_keys, erase, with_database
 from tests.fleet_support import workers_of
-from tests.helpers import LiveAPI, LiveFleet, wait_until
+from tests.helpers import SUMMARY, LiveAPI, LiveFleet, wait_until
 
 # The client package (client/src) of this checkout goes before the venv's editable install of it,
 # which may point at another checkout sharing the venv; the test modules import it after this.
@@ -38,6 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client" / "src"
 
 # Heartbeats (and so leases) the session's fleets use: a lost worker shows within seconds.
 FLEET_HEARTBEATS = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "HEARTBEAT_TTL_SECONDS": "5"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The summaries that passed tests left (tests/helpers.py SUMMARY), at the end of the run."""
+    for report in terminalreporter.stats.get("passed", []):
+        for title, content in report.sections:
+            if title.startswith(f"Captured {SUMMARY}"):
+                terminalreporter.write_sep("-", title.removeprefix("Captured ").rsplit(" ", 1)[0])
+                terminalreporter.write_line(content)
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +77,54 @@ def session_ctx(settings: Settings) -> Iterator[Context]:
     context.close()
 
 
-@pytest.fixture
-def ctx(session_ctx: Context) -> Context:
-    """The shared context, with empty tables and no Redis keys of ours before each test."""
-    with session_ctx.db.transaction() as session:
-        session.execute(
+# The tables `ctx` empties before each test.
+TABLES = (
+    "jobs", "job_attempts", "api_keys", "job_stats", "stats_marks", "audit_events",
+    "bulk_operations", "schedules",
+)  # fmt: skip
+
+
+def truncate(context: Context, tables: Iterable[str]) -> None:
+    with context.db.transaction() as session:
+        session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+
+
+def table_sizes(context: Context) -> dict[str, int]:
+    """Each of TABLES' bytes on disk, with its indexes and TOAST."""
+    with context.db.transaction() as session:
+        rows = session.execute(
             text(
-                "TRUNCATE jobs, job_attempts, api_keys, job_stats, stats_marks, audit_events, "
-                "bulk_operations, schedules CASCADE"
-            )
-        )
+                "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+                "WHERE relname = ANY(:tables) AND relkind = 'r' "
+                "AND relnamespace = current_schema()::regnamespace"
+            ),
+            {"tables": list(TABLES)},
+        ).all()
+    return {str(name): int(size) for name, size in rows}
+
+
+@pytest.fixture(scope="session")
+def empty_sizes(session_ctx: Context) -> dict[str, int]:
+    """TABLES' sizes just after a TRUNCATE: no row, live or dead, and empty indexes."""
+    truncate(session_ctx, TABLES)
+    sizes = table_sizes(session_ctx)
+    assert set(sizes) == set(TABLES), sizes
+    return sizes
+
+
+@pytest.fixture
+def ctx(session_ctx: Context, empty_sizes: dict[str, int]) -> Context:
+    """The shared context, with empty tables and no Redis keys of ours before each test.
+
+    Only the tables that were written to since their last TRUNCATE are truncated again (a
+    TRUNCATE of all seven took 50 ms or more a test): any write, even one rolled back, grows a
+    table past its size just after a TRUNCATE, and a table still of that size is as one just
+    truncated."""
+    written = [
+        table for table, size in table_sizes(session_ctx).items() if size != empty_sizes[table]
+    ]
+    if written:
+        truncate(session_ctx, written)
     delete_keys(session_ctx.redis.client, session_ctx.settings.key_prefix)
     return session_ctx
 

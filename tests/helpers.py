@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.settings import Settings
 from devtools.net import free_port
@@ -20,7 +21,9 @@ from devtools.processes import ROOT, environ, pid_alive, pids, settings_env, sta
 from devtools.waiting import wait_until
 
 __all__ = [
+    "HEAVY",
     "ROOT",
+    "SUMMARY",
     "LiveAPI",
     "LiveDev",
     "LiveFleet",
@@ -30,6 +33,17 @@ __all__ = [
     "terminate",
     "wait_until",
 ]
+
+# A report section whose title starts with this (`request.node.add_report_section`) is printed
+# at the end of the run even when its test passed (tests/conftest.py): what a test prints
+# itself would be lost under pytest-xdist, whose workers' output is not shown.
+SUMMARY = "summary: "
+# Tests that load the machine for long (fleets over 1,000 jobs, the fuzzer, the benchmark, the
+# README tour, k6) and tests whose assertions measure time. ./scripts/test.sh runs the tests in
+# one process per CPU (pytest-xdist, --dist loadgroup): these run one after another in one of
+# them, so none of them shares the machine with another of them, while the other processes run
+# the rest.
+HEAVY = pytest.mark.xdist_group("heavy")
 
 
 def processes_of_host(host: str) -> list[int]:

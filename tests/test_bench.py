@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from app.settings import Settings
-from tests.helpers import ROOT, settings_env
+from tests.helpers import HEAVY, ROOT, settings_env
 
 
+@HEAVY
 def test_bench_runs_every_workload_and_writes_its_results(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -24,7 +24,7 @@ from app.services.context import Context
 from app.services.maintenance import BulkRunner, all_duties
 from app.settings import Settings
 from tests.fleet_support import burst, job_row, runs_per_job
-from tests.helpers import wait_until
+from tests.helpers import HEAVY, wait_until
 
 ACME = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
 OPS = Principal(uuid.uuid4(), "ops", frozenset({Scope.ADMIN}))
@@ -85,6 +85,7 @@ def test_the_bulk_duty_is_one_of_the_periodic_duties(ctx: Context) -> None:
     assert "bulk" in {duty.name for duty in all_duties(ctx)}
 
 
+@HEAVY
 def test_a_bulk_replay_of_10000_dead_jobs_counts_first_runs_in_batches_and_every_job_runs(
     client: TestClient, ctx: Context, settings: Settings, producer: dict[str, str]
 ) -> None:

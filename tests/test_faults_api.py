@@ -15,9 +15,9 @@ from sqlalchemy import text
 from app.services.context import Context
 from tests.fault_support import JOBS, fast, prime, run_to_the_end, submit_many
 from tests.fleet_support import job_row
-from tests.helpers import LiveAPI, LiveFleet, wait_until
+from tests.helpers import HEAVY, LiveAPI, LiveFleet, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, HEAVY]
 
 
 class BlackHole:

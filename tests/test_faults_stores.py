@@ -26,9 +26,9 @@ from tests.fault_support import (
     submit_many,
 )
 from tests.fleet_support import statuses, workers_of
-from tests.helpers import LiveAPI, LiveFleet, wait_until
+from tests.helpers import HEAVY, LiveAPI, LiveFleet, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, HEAVY]
 
 
 # --- 2 and 3. Redis loses everything ------------------------------------------------------------

@@ -24,9 +24,9 @@ from tests.fault_support import (
     submit_many,
 )
 from tests.fleet_support import job_row, workers_of
-from tests.helpers import LiveAPI, LiveFleet, wait_until
+from tests.helpers import HEAVY, LiveAPI, LiveFleet, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, HEAVY]
 
 
 # --- 1. worker children SIGKILLed ---------------------------------------------------------------

@@ -208,6 +208,9 @@ def test_run_at_outside_storable_years_or_without_offset_is_a_422(
 # -- cursors -------------------------------------------------------------------------------
 
 
+UNKNOWN_ID = "6f1c2a4e-3b5d-4e7f-8a9b-0c1d2e3f4a5b"
+
+
 def cursor_of(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
@@ -220,8 +223,10 @@ def cursor_of(text: str) -> str:
         "!!!!",
         "A" * 201,
         cursor_of("not-a-time|not-a-uuid"),
-        cursor_of(f"2030-01-01T00:00:00|{uuid.uuid4()}"),  # no offset
-        cursor_of(f"0001-01-01T00:00:00+01:00|{uuid.uuid4()}"),  # before year 1 in UTC
+        # Fixed ids: the test ids (which embed the cursors) must be the same in every process
+        # that collects them (pytest-xdist's workers).
+        cursor_of(f"2030-01-01T00:00:00|{UNKNOWN_ID}"),  # no offset
+        cursor_of(f"0001-01-01T00:00:00+01:00|{UNKNOWN_ID}"),  # before year 1 in UTC
         base64.urlsafe_b64encode(b"\xff\xfe|x").decode().rstrip("="),  # not UTF-8
     ],
 )

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from app.services.context import Context
 from app.settings import Settings
-from tests.helpers import ROOT, LiveDev, free_port
+from tests.helpers import HEAVY, ROOT, LiveDev, free_port
 
 pytestmark = pytest.mark.live
 
@@ -70,6 +70,7 @@ def crossed(metric: dict[str, Any]) -> dict[str, bool]:
     return dict(metric["thresholds"])
 
 
+@HEAVY
 def test_smoke_profile_passes_and_its_thresholds_catch_a_broken_run(
     settings: Settings, ctx: Context, tmp_path: Path
 ) -> None:

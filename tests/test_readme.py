@@ -24,7 +24,7 @@ import pytest
 
 from app.services.context import Context
 from app.settings import Settings
-from tests.helpers import ROOT, LiveDev, settings_env
+from tests.helpers import HEAVY, ROOT, LiveDev, settings_env
 
 pytestmark = pytest.mark.live
 
@@ -248,6 +248,7 @@ def test_shapes_catch_a_different_reply() -> None:
     assert shape_mismatches(lines, "worker dev-1:77:1 stopping []")
 
 
+@HEAVY
 def test_the_readme_tour_runs_twice_as_printed(
     settings: Settings, ctx: Context, tmp_path: Path
 ) -> None:

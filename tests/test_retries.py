@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.services.context import Context
 from app.settings import Settings
 from tests.fleet_support import FAST_RETRIES, all_done, attempts, burst, job_row, submit
-from tests.helpers import wait_until
+from tests.helpers import HEAVY, wait_until
 
 
 def test_flaky_task_succeeds_on_its_third_attempt(settings: Settings, ctx: Context) -> None:
@@ -83,6 +83,7 @@ def test_replay_many_is_bounded_and_filtered(
     assert too_many.status_code == 422
 
 
+@HEAVY
 def test_scheduled_jobs_start_within_a_second_of_run_at(ctx: Context, start_fleet: Any) -> None:
     start_fleet(processes=1, threads=2)
     start = datetime.now(UTC)

@@ -26,9 +26,10 @@ from app.services.auth import Principal, Scope
 from app.services.context import Context
 from app.settings import Settings
 from devtools.processes import start_app
-from tests.helpers import settings_env, terminate, wait_until
+from tests.helpers import HEAVY, settings_env, terminate, wait_until
 
-pytestmark = pytest.mark.live
+# Its fires are timed to the second: it runs beside no other heavy test.
+pytestmark = [pytest.mark.live, HEAVY]
 
 PRODUCER = Principal(uuid.uuid4(), "acme", frozenset({Scope.PRODUCER}))
 RUNNERS = 3

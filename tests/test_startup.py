@@ -36,7 +36,7 @@ from devtools.postgres_server import PrivatePostgres
 from devtools.processes import start_app
 from devtools.sandbox import delete_keys, with_database
 from tests.docker_files import COMPOSE, load_yaml
-from tests.helpers import free_port, terminate, wait_until
+from tests.helpers import HEAVY, free_port, terminate, wait_until
 
 APP_SERVICES = ("migrate", "api", "worker")
 OWNER, APP, DATABASE = "jobfleet_owner", "jobfleet_app", "jobfleet"
@@ -298,6 +298,7 @@ def run_a_job(stack: Stack) -> dict[str, Any]:
     return wait_until(finished, timeout=60, what="the job finished")
 
 
+@HEAVY
 def test_the_stack_starts_in_compose_order_while_postgres_opens_late(
     settings: Settings, initialising_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
