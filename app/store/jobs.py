@@ -23,7 +23,7 @@ from app.domain.records import (
     QueueGauges,
 )
 from app.domain.states import JobStatus
-from app.store.claims import OF_TENANT
+from app.store.claims import OF_TENANT, running_jobs_scan
 from app.store.maintenance import oldest_queued_by_queue
 from app.store.models import Job, JobAttempt
 from app.store.transitions import CANCEL, REQUEST_CANCEL, REQUEUE, SUBMIT, guarded
@@ -340,8 +340,10 @@ def cheap_counts(session: Session) -> QueueGauges:
     """Per queue: running jobs and dead-lettered jobs, and the ready-since time of its oldest
     queued job. Every part reads a partial or leading-status index, never the finished jobs'
     history, so a scrape stays cheap however much history the table holds."""
+    with running_jobs_scan(session):
+        processing = _count_by_queue(session, JobStatus.PROCESSING)
     return QueueGauges(
-        processing=_count_by_queue(session, JobStatus.PROCESSING),
+        processing=processing,
         failed=_count_by_queue(session, JobStatus.FAILED),
         oldest_queued_at=oldest_queued_by_queue(session),
     )

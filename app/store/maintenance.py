@@ -55,7 +55,10 @@ def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUI
 
 
 # The distinct (queue, tenant, priority) of queued jobs, by a loose index scan: one index probe
-# per list, not one row per job, so it stays cheap with millions of queued jobs.
+# per list, not one row per job, so it stays cheap with millions of queued jobs. Each probe walks
+# the entries of claimed jobs ahead of the list's oldest queued one until VACUUM removes them:
+# it marks those it finds dead, later probes skip them without reading the table, and a submit
+# into a page full of marked entries reclaims them (the reconciler lists every second for that).
 READY_LISTS_CTE = """
     WITH RECURSIVE l AS (
         (SELECT queue, tenant, priority FROM jobs WHERE status = 'queued'

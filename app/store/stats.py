@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import JobRecord
 from app.domain.states import JobStatus
+from app.store.claims import running_jobs_scan
 from app.store.maintenance import READY_LISTS_CTE
 
 MARK = "job_stats"
@@ -119,13 +120,14 @@ def live_counts(session: Session, tenant: str | None) -> dict[str, dict[str, int
     One query per status, so each reads the partial index of its status."""
     counts: dict[str, dict[str, int]] = {}
     for status in LIVE:
-        rows = session.execute(
-            text(
-                "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
-                "AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant) GROUP BY queue"
-            ),
-            {"status": status.value, "tenant": tenant},
-        ).all()
+        with running_jobs_scan(session):
+            rows = session.execute(
+                text(
+                    "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
+                    "AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant) GROUP BY queue"
+                ),
+                {"status": status.value, "tenant": tenant},
+            ).all()
         for row in rows:
             counts.setdefault(row.queue, {})[status.value] = int(row.n)
     return counts
