@@ -1,7 +1,8 @@
 """Claims, finishes and lease renewals find their jobs by primary key, even when the planner's
 statistics say the queue is empty (a queue filled since the last ANALYZE), so their cost never
-grows with the depth of the queue or the number of running jobs. The queries over running jobs
-read their partial index by plain index scans, which mark the dead entries they meet."""
+grows with the depth of the queue or the number of running jobs. The queries over running and
+scheduled jobs read their partial indexes by plain index scans, which mark the dead entries they
+meet (app/store/scans.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from app.store.claims import (
     _LEASES_WHERE,
     _UNCLAIM,
     _UNRENEWED,
-    running_jobs_scan,
 )
 from app.store.drain import _QUEUES_WITH_WORK
 from app.store.jobs import _CANCEL, _REQUEST_CANCEL, _REQUEUE
+from app.store.maintenance import _PROMOTE
+from app.store.scans import plain_index_scans
 
 
 def _plan(session: Session, statement: TextClause, params: dict[str, object]) -> str:
@@ -81,13 +83,15 @@ def test_claim_and_finish_use_the_primary_key_with_statistics_of_an_empty_table(
         assert "Seq Scan on jobs" not in plan, plan
 
 
-def test_queries_of_running_jobs_read_their_index_by_plain_index_scans(ctx: Context) -> None:
+def test_queries_of_work_in_play_read_their_indexes_by_plain_index_scans(ctx: Context) -> None:
     with ctx.db.transaction() as session:
         session.execute(text("ANALYZE jobs"))  # the statistics of an empty table
     with ctx.db.transaction() as session:
         _fill(session, "processing", 5000)
+        _fill(session, "scheduled", 5000)
         _fill(session, "completed", 20000)
-        with running_jobs_scan(session):
+        with plain_index_scans(session):
+            promote = _plan(session, _PROMOTE, {"limit": 1000})
             plans = [
                 _plan(
                     session,
@@ -104,3 +108,5 @@ def test_queries_of_running_jobs_read_their_index_by_plain_index_scans(ctx: Cont
         assert "Index Scan using ix_jobs_processing_token" in plan, plan
         assert "Bitmap" not in plan and "Seq Scan on jobs" not in plan, plan
     assert "Bitmap Index Scan on ix_jobs_processing_token" in outside, outside
+    assert "Index Scan using ix_jobs_scheduled_run_at" in promote, promote
+    assert "Bitmap" not in promote and "Seq Scan on jobs" not in promote, promote

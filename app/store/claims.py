@@ -8,8 +8,6 @@ worker that lost its lease (presumed dead, job re-run elsewhere) changes nothing
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Row, text
@@ -17,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import Claimed, Extended, Finished, Held, Lease, Ready
 from app.domain.states import AttemptOutcome, JobStatus
+from app.store.scans import plain_index_scans
 from app.store.transitions import CLAIM, FINISH, UNCLAIM, guarded
 
 # Statements that look jobs up by id test their status as `status || ''` (and their tenant as
@@ -295,30 +294,6 @@ def extend_leases(
     return {row.id: row.cancel_requested for row in rows}
 
 
-@contextmanager
-def running_jobs_scan(session: Session) -> Iterator[None]:
-    """Plan the statements inside with plain index scans, for those that read the running jobs
-    through `ix_jobs_processing_token`.
-
-    That index holds an entry for every attempt ever claimed until VACUUM removes the dead ones.
-    A plain index scan marks each entry whose row version it finds dead, later scans skip the
-    marked ones without reading the table, and the next insert into a page full of them
-    reclaims them: with a random key (the lease token) inserts reach every page, so the index
-    stays the size of the work in play even when VACUUM does not run. A bitmap scan, which the
-    planner prefers when it thinks the statuses are spread evenly (a table never analysed),
-    marks nothing: then every scan reads every dead entry and its row, and the index grows with
-    every job (half a second per query at a million jobs churned)."""
-    previous = session.scalar(text("SELECT current_setting('enable_bitmapscan')"))
-    session.execute(text("SET LOCAL enable_bitmapscan = off"))
-    try:
-        yield
-    finally:
-        session.execute(
-            text("SELECT set_config('enable_bitmapscan', :previous, true)"),
-            {"previous": previous},
-        )
-
-
 _LEASES_WHERE = """
     SELECT id, lease_token, attempts, max_retries,
            started_at + make_interval(secs => timeout_seconds) < now() AS overdue
@@ -330,7 +305,7 @@ _LEASES_WHERE = """
 
 
 def _held(session: Session, condition: str, limit: int, **params: Any) -> list[Held]:
-    with running_jobs_scan(session):
+    with plain_index_scans(session):
         rows = session.execute(
             text(_LEASES_WHERE.format(condition=condition)), {"limit": limit, **params}
         ).all()
@@ -370,7 +345,7 @@ def unrenewed_leases(
     """Native-fleet jobs whose lease has not been renewed for `silent_seconds`, with their
     worker ids: recovery checks those workers' heartbeat keys. HTTP leases (worker ids
     starting with "http:") have no heartbeat key and are judged by lease expiry alone."""
-    with running_jobs_scan(session):
+    with plain_index_scans(session):
         rows = session.execute(
             _UNRENEWED, {"lease": lease_seconds, "silent": silent_seconds, "limit": limit}
         ).all()

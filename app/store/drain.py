@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.store.claims import running_jobs_scan
+from app.store.scans import plain_index_scans
 
 # One probe per kind of work, so that each is served by its partial index (queued by queue,
 # processing by lease token, scheduled by run_at) and stops at the first row it finds.
@@ -26,6 +26,6 @@ def queues_with_work(session: Session, queues: list[str]) -> list[str]:
     its run_at passed) or waiting out the backoff of a retry (scheduled after an attempt)."""
     if not queues:
         return []
-    with running_jobs_scan(session):
+    with plain_index_scans(session):
         rows = session.execute(_QUEUES_WITH_WORK, {"queues": queues}).scalars().all()
     return [str(q) for q in rows]

@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import Ready, ReadyList
 from app.domain.states import JobStatus
+from app.store.scans import plain_index_scans
 from app.store.transitions import PROMOTE, guarded
 
 # SKIP LOCKED lets a second promoter (should the lock ever be lost) take other rows instead
-# of waiting.
+# of waiting. A plain index scan (app/store/scans.py), four times a second, marks the entries of
+# promoted jobs, so that the retries scheduled next reclaim them.
 _PROMOTE = guarded(
     PROMOTE,
     """
@@ -34,7 +36,8 @@ _PROMOTE = guarded(
 
 def promote_due(session: Session, limit: int) -> list[Ready]:
     """scheduled -> queued for jobs whose run_at has come, oldest first."""
-    rows = session.execute(_PROMOTE, {"limit": limit}).all()
+    with plain_index_scans(session):
+        rows = session.execute(_PROMOTE, {"limit": limit}).all()
     return [
         Ready(r.id, r.queue, r.priority, r.tenant) for r in sorted(rows, key=lambda r: r.run_at)
     ]

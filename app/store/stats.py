@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import JobRecord
 from app.domain.states import JobStatus
-from app.store.claims import running_jobs_scan
 from app.store.maintenance import READY_LISTS_CTE
+from app.store.scans import plain_index_scans
 
 MARK = "job_stats"
 # Finishes commit moments after Postgres stamps their finished_at; a round recounts the minutes
@@ -120,7 +120,7 @@ def live_counts(session: Session, tenant: str | None) -> dict[str, dict[str, int
     One query per status, so each reads the partial index of its status."""
     counts: dict[str, dict[str, int]] = {}
     for status in LIVE:
-        with running_jobs_scan(session):
+        with plain_index_scans(session):
             rows = session.execute(
                 text(
                     "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
