@@ -1,7 +1,8 @@
 """The workloads of the benchmark, each a function of the stack and the sizes that returns
 its figures: single submits over HTTP, batch submits, draining a deep queue, pickup latency at
-a steady rate, the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), and the
-dashboard's queries over a million jobs."""
+a steady rate, the hardware's own ceiling (Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), the
+dashboard's queries over a million jobs, and the duties over a million jobs churned with
+autovacuum off."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from uuid_utils.compat import uuid7
 
 from app.runtime import freeze_startup_objects
 from app.services import jobs
-from bench import readout
+from bench import readout, vacuum
 from bench.ceiling import insert_commit_rate, push_pop_rate
 from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
@@ -37,9 +38,10 @@ class Sizes:
     load_processes: int = 2  # of the HTTP load generator
     batch_clients: int = 8
     dashboard_jobs: int = 1_000_000
+    churned_jobs: int = 1_000_000
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000)
+QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 5_000)
 
 
 def _history_ids(count: int) -> list[uuid.UUID]:
@@ -158,6 +160,10 @@ def dashboard(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return measure_dashboard(stack.ctx, sizes.dashboard_jobs)
 
 
+def autovacuum_off(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    return vacuum.measure(stack, sizes.churned_jobs, lambda lag: drain(lag, sizes, 2, 2))
+
+
 def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {
         "postgres_insert_commit_per_second": insert_commit_rate(
@@ -179,6 +185,7 @@ WORKLOADS: dict[str, Workload] = {
     "drain-2x2-history": lambda stack, sizes: drain(stack, sizes, 2, 2, sizes.history_jobs),
     "pickup": pickup,
     "dashboard": dashboard,
+    "autovacuum-off": autovacuum_off,
 }
-# Run only when named in --only: a million jobs to seed is minutes of its own.
-ON_REQUEST = ("dashboard",)
+# Run only when named in --only: a million jobs to seed or churn is minutes of its own.
+ON_REQUEST = ("dashboard", "autovacuum-off")
