@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -66,6 +67,7 @@ LIVE_QUEUED = 500  # in each of two queues
 LIVE_RUNNING = 16
 LIVE_SCHEDULED = 100
 REPEATS = 20
+DRAINS = 3  # of each table, alternating
 TARGET_MS = 5.0
 # The fleet's defaults: a lease of HEARTBEAT_TTL_SECONDS, renewed every heartbeat interval.
 LEASE_SECONDS = 10.0
@@ -361,7 +363,7 @@ def _explained(connection: Connection, query: Callable[[Session], object]) -> st
 
 
 def time_queries(
-    database_url: str, queries: dict[str, Callable[[Session], object]], prefix: str
+    database_url: str, queries: dict[str, Callable[[Session], object]]
 ) -> tuple[dict[str, float], dict[str, str]]:
     """p50 and p95 (ms) of REPEATS calls of each query, each in a transaction rolled back,
     after one unmeasured call; and the plans of one more call."""
@@ -383,8 +385,8 @@ def time_queries(
                         session.rollback()
                         session.close()
                 took = took[1:]
-                figures[f"{prefix}{name}_p50_ms"] = _percentile(took, 50)
-                figures[f"{prefix}{name}_p95_ms"] = _percentile(took, 95)
+                figures[f"{name}_p50_ms"] = _percentile(took, 50)
+                figures[f"{name}_p95_ms"] = _percentile(took, 95)
                 if explains:
                     plans[name] = _explained(connection, query)
     finally:
@@ -392,46 +394,56 @@ def time_queries(
     return figures, plans
 
 
-def lag_stack(stack: Stack, database_url: str) -> Stack:
-    """A stack like `stack` (same Redis, other keys) on the server at `database_url`."""
-    url = make_url(database_url).set(database=make_url(stack.settings.database_url).database)
+def lag_stack(stack: Stack, database_url: str, name: str) -> Stack:
+    """A stack like `stack` (same Redis, keys of its own) in database `name` of the server at
+    `database_url`."""
     settings = stack.settings.model_copy(
         update={
-            "database_url": url.render_as_string(hide_password=False),
-            "key_prefix": f"{stack.settings.key_prefix}-novacuum",
+            "database_url": make_url(database_url)
+            .set(database=name)
+            .render_as_string(hide_password=False),
+            "key_prefix": f"{stack.settings.key_prefix}-{name}",
         }
     )
     return Stack(settings, stack.api_workers)
 
 
 def measure(
-    stack: Stack, churned_jobs: int, drain: Callable[[Stack], dict[str, float]]
+    stack: Stack, churned_jobs: int, drain: Callable[[Stack, str], dict[str, float]]
 ) -> dict[str, float]:
-    """Fresh, then churned: the duty queries and a drain on each, on one private server."""
+    """On one private server, a fresh database and a churned one: the duty queries on each,
+    then drains on each in turn (DRAINS of each, the medians compared), so that the machine's
+    other work weighs on both alike."""
     figures: dict[str, float] = {}
     with private_postgres() as url:
-        lag = lag_stack(stack, url)
+        fresh, churned = lag_stack(stack, url, "fresh"), lag_stack(stack, url, "churned")
         try:
-            lag.reset()
-            figures["fresh_drain_jobs_per_second"] = drain(lag)["jobs_per_second"]
-            fresh, _ = time_queries(lag.settings.database_url, duty_queries(make_live(lag)), "")
-            lag.reset()
-            figures["churn_seconds"] = churn(lag.ctx, churned_jobs, datetime.now().astimezone())
-            figures.update(table_figures(lag.settings.database_url))
-            churned, plans = time_queries(
-                lag.settings.database_url, duty_queries(make_live(lag)), ""
-            )
-            figures["churned_drain_jobs_per_second"] = drain(lag)["jobs_per_second"]
+            fresh.reset()
+            churned.reset()
+            now = datetime.now().astimezone()
+            figures["churn_seconds"] = churn(churned.ctx, churned_jobs, now)
+            figures.update(table_figures(churned.settings.database_url))
+            timed = {
+                name: time_queries(lag.settings.database_url, duty_queries(make_live(lag)))
+                for name, lag in (("fresh", fresh), ("churned", churned))
+            }
+            rates: dict[str, list[float]] = {"fresh": [], "churned": []}
+            for turn in range(DRAINS):
+                for name, lag in (("fresh", fresh), ("churned", churned)):
+                    rates[name].append(drain(lag, f"drain-{turn}")["jobs_per_second"])
         finally:
-            lag.close()
+            fresh.close()
+            churned.close()
+    for name, values in rates.items():
+        figures[f"{name}_drain_jobs_per_second"] = statistics.median(values)
     figures["drain_churned_to_fresh"] = (
         figures["churned_drain_jobs_per_second"] / figures["fresh_drain_jobs_per_second"]
     )
-    for name, value in churned.items():
-        figures[f"churned_{name}"] = value
-        figures[f"fresh_{name}"] = fresh[name]
-    for name, plan in plans.items():
-        took = churned[f"{name}_p50_ms"]
+    for name in timed["churned"][0]:
+        for table in ("fresh", "churned"):
+            figures[f"{table}_{name}"] = timed[table][0][name]
+    for name, plan in timed["churned"][1].items():
+        took = timed["churned"][0][f"{name}_p50_ms"]
         if took >= TARGET_MS:
             print(
                 f"\n  {name}: p50 {took:.1f} ms on the churned table\n    "

@@ -106,7 +106,7 @@ def submit_batch(stack: Stack, sizes: Sizes) -> dict[str, float]:
 
 
 def drain(
-    stack: Stack, sizes: Sizes, processes: int, threads: int, history: int = 0
+    stack: Stack, sizes: Sizes, processes: int, threads: int, history: int = 0, queue: str = ""
 ) -> dict[str, float]:
     if history:
         with stack.ctx.db.transaction() as session:
@@ -114,7 +114,7 @@ def drain(
         readout.vacuum(stack.settings.database_url)
         # Old history is on disk long since: its pages are not written back mid-measurement.
         readout.checkpoint(stack.settings.database_url)
-    queue = f"drain{processes}x{threads}"
+    queue = queue or f"drain{processes}x{threads}"
     stack.enqueue(queue, sizes.drain_jobs)
     fleet = stack.start_fleet(processes, threads, queue)
     wait_until(lambda: not stack.unfinished(queue), 600, what="the drain")
@@ -161,7 +161,9 @@ def dashboard(stack: Stack, sizes: Sizes) -> dict[str, float]:
 
 
 def autovacuum_off(stack: Stack, sizes: Sizes) -> dict[str, float]:
-    return vacuum.measure(stack, sizes.churned_jobs, lambda lag: drain(lag, sizes, 2, 2))
+    return vacuum.measure(
+        stack, sizes.churned_jobs, lambda lag, queue: drain(lag, sizes, 2, 2, queue=queue)
+    )
 
 
 def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
