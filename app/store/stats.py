@@ -119,8 +119,8 @@ def live_counts(session: Session, tenant: str | None) -> dict[str, dict[str, int
     """Jobs per queue and status for the statuses in LIVE, of every tenant or of `tenant`.
     One query per status, so each reads the partial index of its status."""
     counts: dict[str, dict[str, int]] = {}
-    for status in LIVE:
-        with plain_index_scans(session):
+    with plain_index_scans(session):
+        for status in LIVE:
             rows = session.execute(
                 text(
                     "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
@@ -128,8 +128,8 @@ def live_counts(session: Session, tenant: str | None) -> dict[str, dict[str, int
                 ),
                 {"status": status.value, "tenant": tenant},
             ).all()
-        for row in rows:
-            counts.setdefault(row.queue, {})[status.value] = int(row.n)
+            for row in rows:
+                counts.setdefault(row.queue, {})[status.value] = int(row.n)
     return counts
 
 
