@@ -1,8 +1,8 @@
 """The workloads of the benchmark, each a function of the stack and the sizes that returns
 its figures: single submits over HTTP, batch submits, draining a deep queue, pickup latency at
 a steady rate, commit-to-start latency of transactional enqueues, the hardware's own ceiling
-(Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), and the dashboard's queries over a million
-jobs."""
+(Postgres INSERT+COMMIT, Redis RPUSH+BLPOP), the dashboard's queries over a million jobs, and
+the duties over a million jobs churned with autovacuum off."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from uuid_utils.compat import uuid7
 
 from app.runtime import freeze_startup_objects
 from app.services import jobs
-from bench import readout
+from bench import readout, vacuum
 from bench.ceiling import insert_commit_rate, push_pop_rate
 from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
@@ -42,9 +42,12 @@ class Sizes:
     dashboard_jobs: int = 1_000_000
     txn_jobs: int = 1_000  # transactional enqueues, one per transaction
     txn_rate: float = 100.0
+    churned_jobs: int = 1_000_000
 
 
-QUICK = Sizes(2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 100, 100.0)
+QUICK = Sizes(
+    2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 100, 100.0, 5_000
+)
 
 
 def _history_ids(count: int) -> list[uuid.UUID]:
@@ -109,7 +112,7 @@ def submit_batch(stack: Stack, sizes: Sizes) -> dict[str, float]:
 
 
 def drain(
-    stack: Stack, sizes: Sizes, processes: int, threads: int, history: int = 0
+    stack: Stack, sizes: Sizes, processes: int, threads: int, history: int = 0, queue: str = ""
 ) -> dict[str, float]:
     if history:
         with stack.ctx.db.transaction() as session:
@@ -117,7 +120,7 @@ def drain(
         readout.vacuum(stack.settings.database_url)
         # Old history is on disk long since: its pages are not written back mid-measurement.
         readout.checkpoint(stack.settings.database_url)
-    queue = f"drain{processes}x{threads}"
+    queue = queue or f"drain{processes}x{threads}"
     stack.enqueue(queue, sizes.drain_jobs)
     fleet = stack.start_fleet(processes, threads, queue)
     wait_until(lambda: not stack.unfinished(queue), 600, what="the drain")
@@ -167,6 +170,12 @@ def dashboard(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return measure_dashboard(stack.ctx, sizes.dashboard_jobs)
 
 
+def autovacuum_off(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    return vacuum.measure(
+        stack, sizes.churned_jobs, lambda lag, queue: drain(lag, sizes, 2, 2, queue=queue)
+    )
+
+
 def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {
         "postgres_insert_commit_per_second": insert_commit_rate(
@@ -191,6 +200,7 @@ WORKLOADS: dict[str, Workload] = {
     "enqueue-sql": lambda stack, sizes: transactional(stack, sizes, through_sql=True),
     "enqueue-rate": lambda stack, sizes: commit_rates(stack, sizes.ceiling_seconds),
     "dashboard": dashboard,
+    "autovacuum-off": autovacuum_off,
 }
-# Run only when named in --only: a million jobs to seed is minutes of its own.
-ON_REQUEST = ("dashboard",)
+# Run only when named in --only: a million jobs to seed or churn is minutes of its own.
+ON_REQUEST = ("dashboard", "autovacuum-off")

@@ -25,6 +25,10 @@ class PrivatePostgres(PrivateServer):
     it never meets a system server's. `fast` turns off fsync and full_page_writes: only for
     data that may be lost when the machine (not the server) crashes, i.e. tests.
 
+    `options` are more `name=value` settings for the command line (`-c`), such as
+    `autovacuum=off` for a benchmark of a table that autovacuum forgot: a server of our own is
+    the only place to change such a setting, never a shared one.
+
     `tcp=False` starts it with no TCP listener at all, reachable only through its unix socket
     (`socket_url`), as the official image runs its temporary server while its init scripts run;
     set `tcp` back and start it again to open 127.0.0.1:`port`.
@@ -37,6 +41,7 @@ class PrivatePostgres(PrivateServer):
 
     fast: bool = False
     tcp: bool = True
+    options: tuple[str, ...] = ()
 
     kind = "postgres"
     program = "postgres"
@@ -104,9 +109,9 @@ class PrivatePostgres(PrivateServer):
             "-c", f"listen_addresses={'127.0.0.1' if self.tcp else ''}",
             "-c", f"unix_socket_directories={self._socket_directory()}",
         ]  # fmt: skip
-        if self.fast:
-            for setting in ("fsync=off", "full_page_writes=off"):
-                command += ["-c", setting]
+        settings = ("fsync=off", "full_page_writes=off") if self.fast else ()
+        for setting in (*settings, *self.options):
+            command += ["-c", setting]
         return command
 
     def _prepare_directory(self, bin_dir: Path, account: Account | None) -> None:

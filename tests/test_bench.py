@@ -40,3 +40,26 @@ def test_bench_runs_every_workload_and_writes_its_results(
     dashboard = figures["dashboard"][0]
     assert dashboard["payload_one_match_p95_ms"] >= dashboard["payload_one_match_p50_ms"] > 0
     assert dashboard["overview_admin_p50_ms"] > 0 and dashboard["seed_seconds"] > 0
+
+
+def test_the_autovacuum_off_workload_compares_a_churned_table_with_a_fresh_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "--quick", "--runs", "1",
+         "--only", "autovacuum-off", "--out", str(tmp_path),
+         "--local-dir", str(tmp_path / "local")],
+        cwd=ROOT, env=settings_env(settings, LOG_LEVEL="WARNING"),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (result,) = tmp_path.glob("bench-*.json")
+    figures = json.loads(result.read_text())["results"]["autovacuum-off"][0]
+    # 5,000 jobs churned on a private server without autovacuum: their dead versions stay.
+    assert figures["jobs_live_tuples"] >= 5000
+    assert figures["jobs_dead_tuples"] >= 2 * figures["jobs_live_tuples"]
+    assert figures["fresh_drain_jobs_per_second"] > 0
+    assert figures["churned_drain_jobs_per_second"] > 0
+    for query in ("recovery_expired", "lease_renewal", "promoter_due", "sweep_lists", "claim"):
+        for table in ("fresh", "churned"):
+            assert figures[f"{table}_{query}_p95_ms"] >= figures[f"{table}_{query}_p50_ms"] > 0

@@ -45,7 +45,14 @@ def test_lease_renewal_extends_only_current_leases(ctx: Context) -> None:
     job_id = submit(ctx, task="noop")
     (claimed,) = execution.claim(ctx, [job_id], "w1")
     before = job_row(ctx, job_id).lease_expires_at
-    held = execution.renew_leases(ctx, [claimed.lease_token, uuid.uuid4()])
+    held = execution.renew_leases(
+        ctx,
+        [
+            (claimed.id, claimed.lease_token),
+            (claimed.id, uuid.uuid4()),
+            (uuid.uuid4(), claimed.lease_token),
+        ],
+    )
     assert held == {claimed.id: False}
     assert job_row(ctx, job_id).lease_expires_at >= before
 

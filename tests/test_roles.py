@@ -115,7 +115,7 @@ def test_the_application_role_uses_the_rows_and_cannot_change_the_schema(roles: 
         # The fleet's steps, as the application role: claim, renew, finish, fail.
         claimed = execution.claim(ctx, [done, failed], "host:1:1")
         assert len(claimed) == 2
-        assert set(execution.renew_leases(ctx, [c.lease_token for c in claimed])) == {
+        assert set(execution.renew_leases(ctx, [(c.id, c.lease_token) for c in claimed])) == {
             c.id for c in claimed
         }
         by_id = {str(c.id): c for c in claimed}

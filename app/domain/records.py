@@ -121,6 +121,19 @@ class QueueGauges:
     oldest_queued_at: dict[str, datetime]
 
 
+@dataclass(frozen=True, slots=True)
+class TableHealth:
+    """What Postgres counts of one table (pg_stat_user_tables): row versions alive and dead
+    (those VACUUM has not removed yet), when it was last vacuumed (by autovacuum or by hand;
+    None: not since the statistics were reset), and whether autovacuum may run on it."""
+
+    table: str
+    live_tuples: int
+    dead_tuples: int
+    last_vacuum: datetime | None
+    autovacuum: bool
+
+
 @dataclass(frozen=True)
 class Lease:
     """The attempt a finish refers to: fenced by its token."""

@@ -211,9 +211,10 @@ def unclaim(ctx: Context, leases: list[Lease]) -> None:
     ready.push_many(ctx.redis.client, ctx.keys, by_place.items(), front=True)
 
 
-def renew_leases(ctx: Context, lease_tokens: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
+def renew_leases(ctx: Context, leases: list[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID, bool]:
+    """Renew the leases (job id, lease token) still held; each job's cancel flag."""
     with ctx.db.transaction() as session:
-        return claims.extend_leases(session, lease_tokens, lease_seconds(ctx))
+        return claims.extend_leases(session, leases, lease_seconds(ctx))
 
 
 def extend_lease(

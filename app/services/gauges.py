@@ -1,7 +1,7 @@
 """Gauges computed at scrape time from Redis and Postgres: queue depth by state, the age of
-the oldest waiting job, and live workers by host and state. Served by the API only, so that
-several scrape targets never double them. Queues beyond the label bound are added up under
-one overflow series."""
+the oldest waiting job, live workers by host and state, and the dead row versions of the tables
+that churn. Served by the API only, so that several scrape targets never double them. Queues
+beyond the label bound are added up under one overflow series."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from app.dispatch import delayed, fleet
 from app.services.context import Context
 from app.store import jobs as job_store
+from app.store import tables as table_store
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class FleetGauges:
     def collect(self) -> Iterator[Metric]:
         try:
             yield from self._queues()
+            yield from self._tables()
             yield from self._workers()
         except (redis.RedisError, DBAPIError) as exc:
             # A scrape during an outage gets the counters without these gauges.
@@ -85,6 +87,40 @@ class FleetGauges:
             paused_gauge.add_metric([value], 0.0 if running else 1.0)
         yield age
         yield paused_gauge
+
+    def _tables(self) -> Iterator[Metric]:
+        """Live and dead row versions of the tables that churn (a fixed list: the `table`
+        label is bounded), when each was last vacuumed, and whether autovacuum may run."""
+        with self.ctx.db.transaction() as session:
+            health = table_store.table_health(session)
+        live = GaugeMetricFamily(
+            "jobfleet_table_live_tuples",
+            "Live rows of the table (pg_stat_user_tables.n_live_tup, an estimate).",
+            labels=["table"],
+        )
+        dead = GaugeMetricFamily(
+            "jobfleet_table_dead_tuples",
+            "Dead row versions VACUUM has not removed yet (pg_stat_user_tables.n_dead_tup).",
+            labels=["table"],
+        )
+        vacuumed = GaugeMetricFamily(
+            "jobfleet_table_last_vacuum_timestamp_seconds",
+            "Unix time of the table's last vacuum, by autovacuum or by hand; 0 when it has not "
+            "been vacuumed since the statistics were reset.",
+            labels=["table"],
+        )
+        enabled = GaugeMetricFamily(
+            "jobfleet_table_autovacuum_enabled",
+            "1 when autovacuum may vacuum the table (on for the server and the table).",
+            labels=["table"],
+        )
+        for table in health:
+            live.add_metric([table.table], table.live_tuples)
+            dead.add_metric([table.table], table.dead_tuples)
+            at = table.last_vacuum.timestamp() if table.last_vacuum is not None else 0.0
+            vacuumed.add_metric([table.table], at)
+            enabled.add_metric([table.table], 1.0 if table.autovacuum else 0.0)
+        yield from (live, dead, vacuumed, enabled)
 
     def _workers(self) -> Iterator[Metric]:
         beats = fleet.read_heartbeats(self.ctx.redis.client, self.ctx.keys)

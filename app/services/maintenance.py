@@ -142,7 +142,17 @@ class Reconciler:
         if now - self.last_sweep >= self.ctx.settings.sweep_after_seconds / 3:
             self.last_sweep = now
             return self.sweep()
+        self.tidy()
         return 0
+
+    def tidy(self) -> None:
+        """List the ready lists, as a sweep does, on the rounds between sweeps: the walk
+        marks the dead index entries ahead of each list's oldest queued job, and the next
+        submit into a page full of marked entries reclaims them, so the index of queued jobs
+        keeps to the size of the backlog while VACUUM lags (it grows with every job otherwise,
+        its dead entries walked by every sweep). One index probe per list."""
+        with self.ctx.db.transaction() as session:
+            store.lists_with_queued_jobs(session)
 
     def rebuild(self) -> int:
         """Push every queued id in dispatch order and re-add every scheduled one. Ids still in

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import Claimed, Extended, Finished, Held, Lease, Ready
 from app.domain.states import AttemptOutcome, JobStatus
+from app.store.scans import plain_index_scans
 from app.store.transitions import CLAIM, FINISH, UNCLAIM, guarded
 
 # Statements that look jobs up by id test their status as `status || ''` (and their tenant as
@@ -231,12 +232,19 @@ def unclaim(session: Session, leases: list[Lease]) -> list[Ready]:
     ]
 
 
+# By primary key, as the claim: the token alone has no index, and the partial index of running
+# jobs holds an entry for every lease ever taken until VACUUM removes it.
 _EXTEND = text(
     """
-    UPDATE jobs
+    WITH held AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS h(id, token)
+    )
+    UPDATE jobs j
        SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-     WHERE status = 'processing' AND lease_token = ANY(:tokens)
-    RETURNING id, cancel_requested
+      FROM held h
+     WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = h.id
+       AND j.status || '' = 'processing' AND j.lease_token = h.token
+    RETURNING j.id, j.cancel_requested
     """
 )
 
@@ -269,12 +277,20 @@ def extend_lease(
 
 
 def extend_leases(
-    session: Session, lease_tokens: list[uuid.UUID], lease_seconds: float
+    session: Session, leases: list[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
 ) -> dict[uuid.UUID, bool]:
-    """Push the leases of running jobs forward; maps each job still held to its cancel flag."""
-    if not lease_tokens:
+    """Push the leases (job id, lease token) of running jobs forward; maps each job still held
+    to its cancel flag."""
+    if not leases:
         return {}
-    rows = session.execute(_EXTEND, {"tokens": lease_tokens, "lease_seconds": lease_seconds}).all()
+    rows = session.execute(
+        _EXTEND,
+        {
+            "ids": [str(job_id) for job_id, _ in leases],
+            "tokens": [str(token) for _, token in leases],
+            "lease_seconds": lease_seconds,
+        },
+    ).all()
     return {row.id: row.cancel_requested for row in rows}
 
 
@@ -289,9 +305,10 @@ _LEASES_WHERE = """
 
 
 def _held(session: Session, condition: str, limit: int, **params: Any) -> list[Held]:
-    rows = session.execute(
-        text(_LEASES_WHERE.format(condition=condition)), {"limit": limit, **params}
-    ).all()
+    with plain_index_scans(session):
+        rows = session.execute(
+            text(_LEASES_WHERE.format(condition=condition)), {"limit": limit, **params}
+        ).all()
     return [
         Held(Lease(row.id, row.lease_token, row.attempts, row.max_retries), row.overdue)
         for row in rows
@@ -308,27 +325,30 @@ def expired_leases(session: Session, limit: int) -> list[Held]:
     return _held(session, "lease_expires_at < now()", limit)
 
 
+_UNRENEWED = text(
+    """
+    SELECT id, lease_token, attempts, max_retries, worker_id,
+           started_at + make_interval(secs => timeout_seconds) < now() AS overdue
+      FROM jobs
+     WHERE status = 'processing'
+       AND lease_expires_at < now() + make_interval(secs => :lease - :silent)
+       AND worker_id NOT LIKE 'http:%'
+     ORDER BY lease_expires_at
+     LIMIT :limit
+    """
+)
+
+
 def unrenewed_leases(
     session: Session, silent_seconds: float, lease_seconds: float, limit: int
 ) -> list[tuple[Held, str]]:
     """Native-fleet jobs whose lease has not been renewed for `silent_seconds`, with their
     worker ids: recovery checks those workers' heartbeat keys. HTTP leases (worker ids
     starting with "http:") have no heartbeat key and are judged by lease expiry alone."""
-    rows = session.execute(
-        text(
-            """
-            SELECT id, lease_token, attempts, max_retries, worker_id,
-                   started_at + make_interval(secs => timeout_seconds) < now() AS overdue
-              FROM jobs
-             WHERE status = 'processing'
-               AND lease_expires_at < now() + make_interval(secs => :lease - :silent)
-               AND worker_id NOT LIKE 'http:%'
-             ORDER BY lease_expires_at
-             LIMIT :limit
-            """
-        ),
-        {"lease": lease_seconds, "silent": silent_seconds, "limit": limit},
-    ).all()
+    with plain_index_scans(session):
+        rows = session.execute(
+            _UNRENEWED, {"lease": lease_seconds, "silent": silent_seconds, "limit": limit}
+        ).all()
     return [
         (Held(Lease(r.id, r.lease_token, r.attempts, r.max_retries), r.overdue), r.worker_id)
         for r in rows

@@ -5,8 +5,10 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.store.scans import plain_index_scans
+
 # One probe per kind of work, so that each is served by its partial index (queued by queue,
-# processing by lease, scheduled by run_at) and stops at the first row it finds.
+# processing by lease token, scheduled by run_at) and stops at the first row it finds.
 _QUEUES_WITH_WORK = text(
     """
     SELECT q FROM unnest(CAST(:queues AS text[])) AS q
@@ -24,5 +26,6 @@ def queues_with_work(session: Session, queues: list[str]) -> list[str]:
     its run_at passed) or waiting out the backoff of a retry (scheduled after an attempt)."""
     if not queues:
         return []
-    rows = session.execute(_QUEUES_WITH_WORK, {"queues": queues}).scalars().all()
+    with plain_index_scans(session):
+        rows = session.execute(_QUEUES_WITH_WORK, {"queues": queues}).scalars().all()
     return [str(q) for q in rows]

@@ -29,6 +29,7 @@ from app.store.claims import OF_TENANT
 from app.store.dbapi import DbapiSession
 from app.store.maintenance import oldest_queued_by_queue
 from app.store.models import Job, JobAttempt
+from app.store.scans import plain_index_scans
 from app.store.transitions import CANCEL, REQUEST_CANCEL, REQUEUE, SUBMIT, guarded
 
 
@@ -402,8 +403,10 @@ def cheap_counts(session: Session) -> QueueGauges:
     """Per queue: running jobs and dead-lettered jobs, and the ready-since time of its oldest
     queued job. Every part reads a partial or leading-status index, never the finished jobs'
     history, so a scrape stays cheap however much history the table holds."""
+    with plain_index_scans(session):
+        processing = _count_by_queue(session, JobStatus.PROCESSING)
     return QueueGauges(
-        processing=_count_by_queue(session, JobStatus.PROCESSING),
+        processing=processing,
         failed=_count_by_queue(session, JobStatus.FAILED),
         oldest_queued_at=oldest_queued_by_queue(session),
     )

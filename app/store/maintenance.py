@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session
 
 from app.domain.records import Ready, ReadyList
 from app.domain.states import JobStatus
+from app.store.scans import plain_index_scans
 from app.store.transitions import PROMOTE, guarded
 
 # SKIP LOCKED lets a second promoter (should the lock ever be lost) take other rows instead
-# of waiting.
+# of waiting. A plain index scan (app/store/scans.py), four times a second, marks the entries of
+# promoted jobs, so that the retries scheduled next reclaim them.
 _PROMOTE = guarded(
     PROMOTE,
     """
@@ -34,7 +36,8 @@ _PROMOTE = guarded(
 
 def promote_due(session: Session, limit: int) -> list[Ready]:
     """scheduled -> queued for jobs whose run_at has come, oldest first."""
-    rows = session.execute(_PROMOTE, {"limit": limit}).all()
+    with plain_index_scans(session):
+        rows = session.execute(_PROMOTE, {"limit": limit}).all()
     return [
         Ready(r.id, r.queue, r.priority, r.tenant) for r in sorted(rows, key=lambda r: r.run_at)
     ]
@@ -55,7 +58,10 @@ def stale_scheduled(session: Session, job_ids: list[uuid.UUID]) -> list[uuid.UUI
 
 
 # The distinct (queue, tenant, priority) of queued jobs, by a loose index scan: one index probe
-# per list, not one row per job, so it stays cheap with millions of queued jobs.
+# per list, not one row per job, so it stays cheap with millions of queued jobs. Each probe walks
+# the entries of claimed jobs ahead of the list's oldest queued one until VACUUM removes them:
+# it marks those it finds dead, later probes skip them without reading the table, and a submit
+# into a page full of marked entries reclaims them (the reconciler lists every second for that).
 READY_LISTS_CTE = """
     WITH RECURSIVE l AS (
         (SELECT queue, tenant, priority FROM jobs WHERE status = 'queued'

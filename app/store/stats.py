@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.domain.records import JobRecord
 from app.domain.states import JobStatus
 from app.store.maintenance import READY_LISTS_CTE
+from app.store.scans import plain_index_scans
 
 MARK = "job_stats"
 # Finishes commit moments after Postgres stamps their finished_at; a round recounts the minutes
@@ -118,16 +119,17 @@ def live_counts(session: Session, tenant: str | None) -> dict[str, dict[str, int
     """Jobs per queue and status for the statuses in LIVE, of every tenant or of `tenant`.
     One query per status, so each reads the partial index of its status."""
     counts: dict[str, dict[str, int]] = {}
-    for status in LIVE:
-        rows = session.execute(
-            text(
-                "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
-                "AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant) GROUP BY queue"
-            ),
-            {"status": status.value, "tenant": tenant},
-        ).all()
-        for row in rows:
-            counts.setdefault(row.queue, {})[status.value] = int(row.n)
+    with plain_index_scans(session):
+        for status in LIVE:
+            rows = session.execute(
+                text(
+                    "SELECT queue, count(*) AS n FROM jobs WHERE status = :status "
+                    "AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant) GROUP BY queue"
+                ),
+                {"status": status.value, "tenant": tenant},
+            ).all()
+            for row in rows:
+                counts.setdefault(row.queue, {})[status.value] = int(row.n)
     return counts
 
 

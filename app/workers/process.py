@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,12 +140,13 @@ class WorkerProcess:
         for loop in self.loops:
             loop.paused = paused
 
-    def _running(self) -> list[tuple[str, Any]]:
-        """Every job this process holds a lease on: running, or claimed and waiting its turn."""
-        running: list[tuple[str, Any]] = []
+    def _running(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Every job this process holds a lease on (job id, lease token): running, or claimed
+        and waiting its turn."""
+        running: list[tuple[uuid.UUID, uuid.UUID]] = []
         for slot in self.slots:
             with slot.lock:
-                running.extend((str(job.id), job.lease_token) for job in slot.held)
+                running.extend((job.id, job.lease_token) for job in slot.held)
         return running
 
     def _beat(self) -> None:
@@ -157,7 +159,7 @@ class WorkerProcess:
             "queues": self.spec.queues,
             "threads": self.spec.threads,
             "state": "stopping" if self.stopping.is_set() else ("busy" if running else "idle"),
-            "current_jobs": [job_id for job_id, _ in running],
+            "current_jobs": [str(job_id) for job_id, _ in running],
             # Paused as far as every loop's current pop is concerned, not merely requested.
             "paused_queues": sorted(set.intersection(*(lp.applied_paused for lp in self.loops)))
             if self.loops
@@ -175,7 +177,7 @@ class WorkerProcess:
         except redis.RedisError as exc:
             log.warning("heartbeat failed", extra={"error": str(exc)})
         try:
-            held = execution.renew_leases(self.ctx, [token for _, token in running])
+            held = execution.renew_leases(self.ctx, running)
         except DBAPIError as exc:
             log.warning("lease renewal failed", extra={"error": str(exc)})
             return
