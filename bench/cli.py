@@ -110,7 +110,9 @@ def run(
     extra: dict[str, Any] = {}
     if labels and harness is not None:
         print(f"\npeers: {', '.join(labels)} ({harness}), {peer_runs} runs each", flush=True)
-        document = peers.run_harness(harness, labels, peer_runs)
+        document = peers.run_harness(
+            harness, labels, peer_runs, sizes.drain_jobs, sizes.pickup_jobs, sizes.pickup_rate
+        )
         rows = peers.ratios(report.results, peers.read_peers(document))
         extra = {"peers": document, "ratios": peers.as_json(rows)}
     about["load_average_end"] = machine.load_average()

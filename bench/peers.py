@@ -79,14 +79,19 @@ def read_peers(document: Mapping[str, Any]) -> list[Peer]:
     return peers
 
 
-def run_harness(harness: Path, labels: Sequence[str], repeats: int) -> dict[str, Any]:
-    """Run the peers' drain and pickup (`--workloads w2,w3`) and return the harness's JSON.
-    Its progress goes to our stdout as it comes; its raw logs to a temporary folder."""
+def run_harness(
+    harness: Path, labels: Sequence[str], repeats: int, drain_jobs: int, pickup_jobs: int,
+    pickup_rate: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the peers' drain and pickup (`--workloads w2,w3`) with Jobfleet's sizes and return
+    the harness's JSON. Its progress goes to our stdout as it comes; its raw logs to a
+    temporary folder."""
     with tempfile.TemporaryDirectory(prefix="jobfleet-peers-") as scratch:
         out = Path(scratch) / "peers.json"
         command = [
             str(harness), "--only", ",".join(labels), "--workloads", "w2,w3",
             "--repeats", str(repeats), "--no-limits", "--out", str(out),
+            "--n", str(drain_jobs), "--lat-n", str(pickup_jobs), "--lat-rate", str(pickup_rate),
         ]  # fmt: skip
         # PEERS_OUT: the harness writes its raw logs there, never into this repository.
         env = {**os.environ, "PEERS_OUT": scratch}

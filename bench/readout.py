@@ -75,13 +75,14 @@ def has_unfinished(session: Session, queue: str) -> bool:
 
 
 def pickup_milliseconds(session: Session, queue: str) -> list[float]:
-    """started_at - created_at (the API's commit time) of every job of the queue, in ms."""
+    """started_at - created_at (the API's insert transaction) of every job of the queue that
+    the load stamped (`payload.sent`), in ms."""
     return [
         float(ms)
         for ms in session.scalars(
             text(
                 "SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs "
-                "WHERE queue = :q AND started_at IS NOT NULL"
+                "WHERE queue = :q AND started_at IS NOT NULL AND payload ? 'sent'"
             ),
             {"q": queue},
         ).all()
@@ -97,7 +98,8 @@ def pickup_sent_to_started(session: Session, queue: str) -> list[float]:
         for ms in session.scalars(
             text(
                 "SELECT ((result->>'started')::float8 - (payload->>'sent')::float8) * 1000 "
-                "FROM jobs WHERE queue = :q AND status = 'completed' AND result ? 'started'"
+                "FROM jobs WHERE queue = :q AND status = 'completed' AND result ? 'started' "
+                "AND payload ? 'sent'"
             ),
             {"q": queue},
         ).all()
