@@ -33,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="bench-results", help="folder for the JSON results")
     parser.add_argument(
         "--peers",
-        help="comma-separated peers to run in the same run, after Jobfleet's workloads, with "
-        f"their drain and pickup (e.g. {','.join(peers.BEST_PEERS)}); Jobfleet's figures are "
-        "then printed as ratios to the best of them",
+        help="comma-separated peers whose drain and pickup run in the same run, a run of each "
+        f"after each round of Jobfleet's workloads (e.g. {','.join(peers.BEST_PEERS)}); "
+        "Jobfleet's figures are then printed as ratios to the best of them",
     )
     parser.add_argument(
         "--peers-harness",
@@ -93,31 +93,36 @@ def run(
     harness: Path | None = None,
     peer_runs: int = 3,
 ) -> None:
-    """Each chosen workload `runs` times, each run on a fresh database; then the peers, if
-    any; print and write."""
+    """Rounds of each chosen workload, each run on a fresh database, then one run of each peer
+    (if any): the peers' runs interleave with Jobfleet's, so that a change in the machine's load
+    during the run falls on both. Print and write."""
     sizes = QUICK if plan.quick else Sizes()
     about = machine.describe(settings.database_url, settings.redis_url)
     about["load_average_start"] = machine.load_average()
     stack = Stack(settings, plan.api_workers)
     report = Report()
+    documents: list[dict[str, Any]] = []
     try:
-        for name in plan.chosen:
-            for _ in range(plan.runs):
-                stack.reset()
-                report.add(name, WORKLOADS[name](stack, sizes))
+        for round_ in range(max(plan.runs, peer_runs if labels else 0)):
+            if round_ < plan.runs:
+                for name in plan.chosen:
+                    stack.reset()
+                    report.add(name, WORKLOADS[name](stack, sizes))
+            if labels and harness is not None and round_ < peer_runs:
+                print(f"  peers, round {round_ + 1}: {', '.join(labels)} ({harness})", flush=True)
+                documents.append(
+                    peers.run_harness(
+                        harness, labels, 1, sizes.drain_jobs, sizes.pickup_jobs, sizes.pickup_rate
+                    )
+                )
     finally:
         stack.close()
-    extra: dict[str, Any] = {}
-    if labels and harness is not None:
-        print(f"\npeers: {', '.join(labels)} ({harness}), {peer_runs} runs each", flush=True)
-        document = peers.run_harness(
-            harness, labels, peer_runs, sizes.drain_jobs, sizes.pickup_jobs, sizes.pickup_rate
-        )
-        rows = peers.ratios(report.results, peers.read_peers(document))
-        extra = {"peers": document, "ratios": peers.as_json(rows)}
     about["load_average_end"] = machine.load_average()
+    extra: dict[str, Any] = {}
     print("\n" + report.table())
-    if "ratios" in extra:
+    if documents:
+        rows = peers.ratios(report.results, peers.read_peers(documents))
+        extra = {"peers": documents, "ratios": peers.as_json(rows)}
         print("\nJobfleet against the best peer of each figure (medians of the runs)")
         print(peers.ratio_table(rows))
     print(f"\nwritten to {report.write(plan.out, plan.quick, plan.runs, about, **extra)}")

@@ -54,29 +54,36 @@ class Peer:
     pickup_p99_ms: float | None
 
 
-def _median(summary: Mapping[str, Any], key: str) -> float | None:
-    figure = summary.get(key)
-    return float(figure["median"]) if isinstance(figure, dict) and "median" in figure else None
+def _median(values: Sequence[Any]) -> float | None:
+    present = [float(value) for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
-def read_peers(document: Mapping[str, Any]) -> list[Peer]:
-    """The peers of one harness JSON document."""
-    peers = []
-    for label, measured in document.get("peers", {}).items():
-        summary = measured.get("summary", {})
-        drains = measured.get("runs", {}).get("w2", [])
-        startups = [run["startup_s"] for run in drains if run.get("startup_s") is not None]
-        peers.append(
-            Peer(
-                label=label,
-                drain=_median(summary, "w2"),
-                drain_total=_median(summary, "w2_total"),
-                startup_seconds=statistics.median(startups) if startups else None,
-                pickup_p50_ms=_median(summary, "w3_p50"),
-                pickup_p99_ms=_median(summary, "w3_p99"),
-            )
+def read_peers(documents: Sequence[Mapping[str, Any]]) -> list[Peer]:
+    """The peers of one or more harness JSON documents (one per round of an interleaved run):
+    each figure the median over every run of every document, as the harness's own summary
+    takes it over one document's runs (a pickup run that timed out or failed left out)."""
+    drains: dict[str, list[dict[str, Any]]] = {}
+    pickups: dict[str, list[dict[str, Any]]] = {}
+    for document in documents:
+        for label, measured in document.get("peers", {}).items():
+            runs = measured.get("runs", {})
+            drains.setdefault(label, []).extend(runs.get("w2", []))
+            pickups.setdefault(label, []).extend(
+                run for run in runs.get("w3", [])
+                if "p50" in run and not run.get("timeout") and not run.get("error")
+            )  # fmt: skip
+    return [
+        Peer(
+            label=label,
+            drain=_median([run.get("rate") for run in drains[label]]),
+            drain_total=_median([run.get("rate_total") for run in drains[label]]),
+            startup_seconds=_median([run.get("startup_s") for run in drains[label]]),
+            pickup_p50_ms=_median([run.get("p50") for run in pickups[label]]),
+            pickup_p99_ms=_median([run.get("p99") for run in pickups[label]]),
         )
-    return peers
+        for label in drains
+    ]
 
 
 def run_harness(
