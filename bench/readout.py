@@ -17,6 +17,9 @@ class DrainWindow:
     attempts: int
     jobs_with_one_attempt: int
     seconds: float  # first claim to last finish
+    first_claim: float  # min(started_at), seconds since the epoch by Postgres' clock
+    first_finish: float  # min(finished_at), likewise
+    last_finish: float  # max(finished_at), likewise
 
 
 def drain_window(session: Session, tag: str) -> DrainWindow:
@@ -25,6 +28,9 @@ def drain_window(session: Session, tag: str) -> DrainWindow:
             """
             SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
                    extract(epoch FROM max(j.finished_at) - min(j.started_at)) AS seconds,
+                   extract(epoch FROM min(j.started_at)) AS first_claim,
+                   extract(epoch FROM min(j.finished_at)) AS first_finish,
+                   extract(epoch FROM max(j.finished_at)) AS last_finish,
                    (SELECT count(*) FROM job_attempts a JOIN jobs k ON k.id = a.job_id
                      WHERE k.task = 'noop' AND k.queue = :tag) AS attempts,
                    count(*) FILTER (WHERE j.attempts = 1) AS single
@@ -33,7 +39,15 @@ def drain_window(session: Session, tag: str) -> DrainWindow:
         ),
         {"tag": tag},
     ).one()
-    return DrainWindow(row.completed, row.attempts, row.single, float(row.seconds or 0))
+    return DrainWindow(
+        row.completed,
+        row.attempts,
+        row.single,
+        float(row.seconds or 0),
+        float(row.first_claim or 0),
+        float(row.first_finish or 0),
+        float(row.last_finish or 0),
+    )
 
 
 def count_status(session: Session, queue: str, status: str) -> int:
@@ -61,13 +75,31 @@ def has_unfinished(session: Session, queue: str) -> bool:
 
 
 def pickup_milliseconds(session: Session, queue: str) -> list[float]:
-    """started_at - created_at (the API's commit time) of every job of the queue, in ms."""
+    """started_at - created_at (the API's insert transaction) of every job of the queue that
+    the load stamped (`payload.sent`), in ms."""
     return [
         float(ms)
         for ms in session.scalars(
             text(
                 "SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs "
-                "WHERE queue = :q AND started_at IS NOT NULL"
+                "WHERE queue = :q AND started_at IS NOT NULL AND payload ? 'sent'"
+            ),
+            {"q": queue},
+        ).all()
+    ]
+
+
+def pickup_sent_to_started(session: Session, queue: str) -> list[float]:
+    """Milliseconds from the client's clock just before it sent each job (`payload.sent`) to
+    the task's own clock as it started (`result.started`, from the `bench.started` task): the
+    peers' measure of pickup. Both are this machine's clock, read by different processes."""
+    return [
+        float(ms)
+        for ms in session.scalars(
+            text(
+                "SELECT ((result->>'started')::float8 - (payload->>'sent')::float8) * 1000 "
+                "FROM jobs WHERE queue = :q AND status = 'completed' AND result ? 'started' "
+                "AND payload ? 'sent'"
             ),
             {"q": queue},
         ).all()

@@ -4,12 +4,11 @@ minimum and maximum over the runs, and a JSON file."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def _figure(value: float) -> str:
@@ -35,14 +34,14 @@ class Report:
                 lines.append(f"{name:<24}{figure:<36}{columns}")
         return "\n".join(lines)
 
-    def write(self, out: Path, quick: bool, runs: int) -> Path:
-        """The figures as `<out>/bench-<time>.json`, with the machine they were measured on."""
+    def write(
+        self, out: Path, quick: bool, runs: int, machine: dict[str, Any], **extra: Any
+    ) -> Path:
+        """The figures as `<out>/bench-<time>.json`, with the machine they were measured on
+        and anything else of the run (the peers, the ratios)."""
         out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = out / f"bench-{stamp}.json"
-        machine = {
-            "cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()
-        }  # fmt: skip
         summary = {"at": stamp, "quick": quick, "runs": runs, "machine": machine}
-        path.write_text(json.dumps({**summary, "results": self.results}, indent=2))
+        path.write_text(json.dumps({**summary, "results": self.results, **extra}, indent=2))
         return path

@@ -4,10 +4,12 @@ processes it starts and stops."""
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 
 from sqlalchemy.engine import make_url
 
+from app.dispatch import reconcile
 from app.domain.schemas import JobCreate
 from app.services import auth, jobs
 from app.services.context import Context
@@ -41,14 +43,20 @@ class Stack:
         self.api_workers = api_workers
         self.processes: list[subprocess.Popen[bytes]] = []
         self.ctx = Context(self.settings)
+        self.fleet_launched = 0.0  # time.time() just before the last fleet's command started
 
     def reset(self) -> None:
-        """An empty database and no keys, a checkpoint, and a fresh producer key."""
+        """An empty database and no keys but the epoch, a checkpoint, and a fresh producer
+        key."""
         self.ctx.close()
         erase(self.settings)
         migrate(self.settings.database_url)
         readout.checkpoint(self.settings.database_url)
         self.ctx = Context(self.settings)
+        # A system that has run before: its Redis holds the epoch, which the reconciler writes
+        # when it finds Redis empty. Without it, the first fleet of a run would push every
+        # queued id a second time while it drains.
+        reconcile.write_epoch(self.ctx.redis.client, self.ctx.keys, str(uuid.uuid4()))
         _, self.key = auth.create_key(self.ctx, "bench", [auth.Scope.PRODUCER])
         self.principal = auth.authenticate(self.ctx, f"Bearer {self.key}")
 
@@ -63,7 +71,11 @@ class Stack:
     def start_fleet(self, processes: int, threads: int, queue: str) -> subprocess.Popen[bytes]:
         args = ["worker", "--processes", str(processes), "--threads", str(threads),
                 "--queues", queue]  # fmt: skip
-        env = settings_env(self.settings, FLEET_HOST=f"bench-{uuid.uuid4().hex[:6]}")
+        env = settings_env(
+            self.settings, FLEET_HOST=f"bench-{uuid.uuid4().hex[:6]}", TASK_MODULES="bench.probe"
+        )
+        # The clock the peers' start-up is measured from: their worker command's launch.
+        self.fleet_launched = time.time()
         return self._start(args, env)
 
     def _start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

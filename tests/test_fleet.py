@@ -14,6 +14,7 @@ from sqlalchemy import text
 from app.dispatch.push import Announcement, announce
 from app.services.context import Context
 from app.settings import Settings
+from devtools.processes import cmdline
 from tests.fleet_support import (
     FAST_RETRIES,
     all_done,
@@ -93,6 +94,30 @@ def test_sigkill_of_a_busy_child_is_replaced_and_its_job_rerun(
     wait_until(lambda: job_row(ctx, victim_job).status == "completed", timeout=30)
     assert runs_per_job(ctx)[victim_job] == 2
     assert [a.outcome for a in attempts(ctx, victim_job)] == ["lost", "completed"]
+
+
+def test_the_first_children_are_forked_and_a_replacement_is_spawned(
+    ctx: Context, start_fleet: Any
+) -> None:
+    """The children a fleet starts with are forks of its manager (they share its command
+    line), so they claim without importing everything again; a child that replaces a dead one
+    is spawned (a fresh interpreter, multiprocessing's spawn_main), once the manager has
+    threads and connections a fork must not copy. Both kinds run jobs."""
+    fleet = start_fleet(processes=2, threads=1)
+    first = {w["pid"] for w in workers_of(ctx, fleet.host)}
+    assert {cmdline(pid) for pid in first} == {cmdline(fleet.process.pid)}
+    os.kill(min(first), signal.SIGKILL)
+    fresh = wait_until(
+        lambda: [w["pid"] for w in workers_of(ctx, fleet.host) if w["pid"] not in first],
+        timeout=30,
+    )
+    assert "spawn_main" in cmdline(fresh[0])
+    # Two jobs long enough that each process (one loop each) holds one: both kinds run jobs.
+    jobs = [submit(ctx, payload={"seconds": 2}) for _ in range(2)]
+    wait_until(lambda: all(job_row(ctx, j).status == "completed" for j in jobs), timeout=60)
+    by_pid = {w["pid"]: w["worker_id"] for w in workers_of(ctx, fleet.host)}
+    survivor = max(first)
+    assert {job_row(ctx, j).worker_id for j in jobs} == {by_pid[survivor], by_pid[fresh[0]]}
 
 
 def test_fleet_follows_its_desired_size(

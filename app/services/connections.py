@@ -9,7 +9,6 @@ DB_MAX_OVERFLOW per worker process; every other pool opens no more than it keeps
 
 from __future__ import annotations
 
-from app.services.maintenance import DUTY_COUNT
 from app.settings import Settings
 from app.store.engine import Pool
 
@@ -20,6 +19,14 @@ SPARE = 1
 # that runs the duties may listen, but only the holder of the listener's lock opens it: one in
 # the whole deployment (two for the moment a stalled holder takes to notice its lock is gone).
 LISTENER = 1
+
+
+def _duty_count() -> int:
+    # Imported when asked: a worker process sizes its pool without loading every duty's
+    # modules (a tenth of a second of its start).
+    from app.services.maintenance import DUTY_COUNT
+
+    return DUTY_COUNT
 
 
 def api(settings: Settings) -> Pool:
@@ -41,13 +48,19 @@ def manager(settings: Settings) -> Pool:
     """A fleet's manager: its duty threads (when it runs them) and its own tick (releasing the
     jobs of a dead worker process, a burst run's look at its queues). With the duties, the
     listener may hold one more connection, outside the pool (LISTENER)."""
-    duties = DUTY_COUNT if settings.run_duties else 0
+    duties = _duty_count() if settings.run_duties else 0
     return Pool(duties + 1 + SPARE, 0, "manager")
+
+
+def manager_start() -> Pool:
+    """A fleet's manager before its first children start: a burst run's one look at its
+    queues, on a connection closed before the children are forked."""
+    return Pool(1, 0, "manager")
 
 
 def maintenance() -> Pool:
     """`python -m app maintenance`: its duty threads (and the listener's, outside the pool)."""
-    return Pool(DUTY_COUNT + SPARE, 0, "maintenance")
+    return Pool(_duty_count() + SPARE, 0, "maintenance")
 
 
 def command(name: str) -> Pool:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.dispatch.aio import AsyncRedisHandle
 from app.dispatch.client import RedisHandle
 from app.dispatch.keys import Keys
-from app.dispatch.ratelimit import RateLimits
 from app.services.keycache import PrincipalCache
 from app.services.metric_labels import MetricLabels
 from app.settings import Settings
 from app.store.engine import Database, Pool
+
+if TYPE_CHECKING:
+    from app.dispatch.ratelimit import RateLimits
 
 
 @dataclass
@@ -44,8 +47,10 @@ class Context:
     @property
     def rate_limits(self) -> RateLimits:
         """The API's limiter, built on first use: processes that serve no request (the fleet,
-        the CLI) never build one."""
+        the CLI) never build one, nor import slowapi and limits (a tenth of a second)."""
         if self._rate_limits is None:
+            from app.dispatch.ratelimit import RateLimits
+
             with self._lock:
                 if self._rate_limits is None:
                     self._rate_limits = RateLimits(self.settings, self.keys)

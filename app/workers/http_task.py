@@ -22,13 +22,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from app.domain.destinations import DestinationPolicy, IPAddress
 from app.settings import Settings
 from app.workers.registry import JobContext, NonRetryable
+
+if TYPE_CHECKING:
+    # Imported by the functions that call a URL: every worker process registers this task at
+    # start, and httpx is a tenth of a second of that start for a fleet that may never use it.
+    import httpx
 
 # socket.getaddrinfo's shape: (host, port, family, type, ...) -> [(family, type, proto,
 # canonname, sockaddr)], sockaddr[0] being the address. Tests pass a resolver of their own.
@@ -78,6 +81,8 @@ class Call:
 
 
 def parse_call(payload: Any) -> Call:
+    import httpx
+
     if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
         raise InvalidCall("http task needs a payload with a 'url'")
     try:
@@ -145,6 +150,8 @@ class HttpTask:
         )
 
     def __call__(self, payload: Any, job: JobContext) -> dict[str, Any]:
+        import httpx
+
         call = parse_call(payload)
         timeout = min(call.timeout, self.max_timeout, max(job.deadline - time.time(), 0.1))
         deadline = time.monotonic() + timeout
@@ -196,6 +203,8 @@ class HttpTask:
 def _send(client: httpx.Client, call: Call, addresses: list[IPAddress]) -> Iterator[httpx.Response]:
     """Send the call to the first of `addresses` that accepts a connection (as a socket would
     try each address of a name in turn), and stream its reply."""
+    import httpx
+
     # The Host header is always the URL's: a tenant's own would reach other virtual hosts of
     # an allowed server.
     headers = {k: v for k, v in call.headers.items() if k.lower() != "host"}

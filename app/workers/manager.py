@@ -2,7 +2,9 @@
 
 It restarts a child that dies, kills a child whose job outlived its hard timeout, follows the
 desired process count operators set through the API, and on SIGTERM or SIGINT stops the fleet
-within the grace period. Children are spawned (not forked): each builds its own connections.
+within the grace period. Each child builds its own connections. The first children are forked,
+before the manager has a thread or a connection of its own, so that they claim without
+importing everything again; every later child is spawned (docs/DECISIONS.md 79).
 
 A burst run (`burst=True`) stops the same way once its queues have no work left
 (`app/services/drain.py` says what that means), keeps the size it was started with, and exits
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -22,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.context import ForkContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -32,7 +36,6 @@ from app.logging import log_context
 from app.metrics import mark_process_dead
 from app.services import connections, drain, execution, fleet_state
 from app.services.context import Context
-from app.services.maintenance import start_duties
 from app.settings import Settings
 from app.workers.process import WorkerSpec, run_worker_process
 
@@ -70,8 +73,14 @@ class WorkerManager:
         self.default_size = processes
         self.threads = threads
         self.queues = queues
-        self.ctx = Context(settings, pool=connections.manager(settings))
+        # Until the first children are started: one connection for what the manager reads
+        # before them (a burst run's backlog, the desired size), closed before they are forked.
+        self.ctx = Context(settings, pool=connections.manager_start())
         self.mp = multiprocessing.get_context("spawn")
+        # Set only while the first children start: a fork is safe while this process has no
+        # thread but its main one and no open connection.
+        self.forking: ForkContext | None = None
+        self.pid = os.getpid()
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
         self.desired = processes
@@ -89,7 +98,7 @@ class WorkerManager:
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop_requested.set())
+            signal.signal(signum, self._on_signal)
         with log_context(worker_id=self.manager_id):
             log.info(
                 "fleet started",
@@ -103,9 +112,13 @@ class WorkerManager:
             if self.burst and not self.has_work_at_start():
                 self.ctx.close()
                 return self.exit_code
+            self.start_first_children()
             self.serve_metrics()
             duties_stop = threading.Event()
             if self.settings.run_duties:
+                # Imported once the first children run: they never need the duties' modules.
+                from app.services.maintenance import start_duties
+
                 start_duties(self.ctx, self.manager_id, duties_stop)
             next_desired = next_beat = 0.0
             while not self.stop_requested.is_set():
@@ -130,6 +143,39 @@ class WorkerManager:
             duties_stop.set()
             self.shutdown()
         return self.exit_code
+
+    def start_first_children(self) -> None:
+        """Start the children the fleet begins with, forked when that is safe, then build the
+        manager's own connections. A fork starts a child in milliseconds where a spawn takes a
+        new interpreter importing every module again (most of a second on two busy cores)."""
+        if not self.burst:
+            self.desired = self.read_desired()
+        # Before any child's: whoever sees the fleet's workers sees their manager (the API
+        # sizes only a fleet whose manager it sees).
+        self.beat()
+        self.ctx.close()
+        # A manager run inside a process that has threads of its own (a test's) spawns them all.
+        if threading.active_count() == 1:
+            self.forking = multiprocessing.get_context("fork")
+            # Out of every collection, here and in the children: a collection would touch, and
+            # so copy, every page they share with this process. No full collection first
+            # (app.runtime's): it costs tens of milliseconds of the first claim's wait and
+            # finds next to nothing, the collections during the imports having run.
+            gc.freeze()
+        try:
+            self.follow_desired()
+        finally:
+            self.forking = None
+        self.ctx = Context(self.settings, pool=connections.manager(self.settings))
+
+    def _on_signal(self, signum: int, _: object) -> None:
+        if os.getpid() != self.pid:
+            # A forked child that has not yet set its own handlers: the signal's default, as a
+            # spawned child would have it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.stop_requested.set()
 
     def shutdown(self) -> None:
         """Stop popping everywhere at once, let running jobs finish within the grace period."""
@@ -309,11 +355,12 @@ class WorkerManager:
     def spawn(self) -> Child:
         self.spawned += 1
         worker_id = f"{self.host}:{os.getpid()}:{self.spawned}"
-        deadlines = self.mp.Array(ctypes.c_double, self.threads, lock=False)
+        mp = self.forking or self.mp
+        deadlines = mp.Array(ctypes.c_double, self.threads, lock=False)
         spec = WorkerSpec(
             self.settings, worker_id, self.host, self.queues, self.threads, os.getpid()
         )
-        process = self.mp.Process(
+        process = mp.Process(
             target=run_worker_process, args=(spec, deadlines), name=worker_id, daemon=False
         )
         process.start()
