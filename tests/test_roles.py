@@ -185,7 +185,7 @@ def test_migrate_says_what_it_cannot_grant(roles: Roles, settings: Settings) -> 
         DatabaseNotReady,
         match=(
             "cannot be granted the tables alembic_version, api_keys, audit_events, "
-            "bulk_operations, job_attempts, job_stats, jobs, stats_marks:"
+            "bulk_operations, job_attempts, job_stats, jobs, schedules, stats_marks:"
         ),
     ):
         migrate(
