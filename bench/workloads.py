@@ -146,6 +146,7 @@ def drain(
 
 def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     url = stack.start_api()
+    api = stack.processes[-1]
     fleet = stack.start_fleet(2, 2, "pickup")
     load = Load(
         url=url,
@@ -166,10 +167,12 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     wait_until(lambda: not stack.unfinished("pickup"), 60, what="the warm-up jobs")
 
     freeze_startup_objects()  # no full collection of the whole bench may stall the pacing
+    cpu = [process_tree_cpu_seconds(process.pid) for process in (api, fleet)]
     sent = paced(load, sizes.pickup_rate)
     wait_until(lambda: not stack.unfinished("pickup"), 120, what="the pickups")
+    cpu = [process_tree_cpu_seconds(p.pid) - c for p, c in zip((api, fleet), cpu, strict=True)]
     stack.stop(fleet)
-    stack.stop(stack.processes[-1])
+    stack.stop(api)
     with stack.ctx.db.transaction() as session:
         # As the peers measure it: the client's clock before the send to the task's start.
         waits = readout.pickup_sent_to_started(session, "pickup")
@@ -181,6 +184,11 @@ def pickup(stack: Stack, sizes: Sizes) -> dict[str, float]:
     figures.update({f"created_to_claimed_p{q}_ms": _percentile(inside, q) for q in (50, 99)})
     # As the peers' producers report it: how far behind its schedule the load fell.
     figures["producer_max_lag_ms"] = sent.behind_seconds * 1000
+    # Where the two cores went, per job: the API (all its processes), the fleet, the load.
+    jobs_sent = sizes.pickup_jobs
+    figures["api_cpu_ms_per_job"] = cpu[0] / jobs_sent * 1000
+    figures["fleet_cpu_ms_per_job"] = cpu[1] / jobs_sent * 1000
+    figures["loadgen_cpu_ms_per_job"] = sent.cpu_seconds / jobs_sent * 1000
     return figures
 
 

@@ -194,9 +194,11 @@ class WorkerProcess:
 
 
 def run_worker_process(spec: WorkerSpec, deadlines: Any) -> None:
-    """The entry point of a spawned child."""
+    """The entry point of a child, forked or spawned."""
     configure_logging(spec.settings.log_level)
-    raise SystemExit(WorkerProcess(spec, deadlines).run())
+    # A forked child starts inside its manager's log context: every line of its own names it.
+    with log_context(worker_id=spec.worker_id):
+        raise SystemExit(WorkerProcess(spec, deadlines).run())
 
 
 def default_host(settings: Settings) -> str:
