@@ -50,6 +50,35 @@ def drain_window(session: Session, tag: str) -> DrainWindow:
     )
 
 
+@dataclass(frozen=True)
+class Throughput:
+    jobs: int
+    completed: int
+    attempts: int
+    seconds: float  # first job created to last job finished
+    behind: float  # last job created to last job finished: how far completions trailed
+
+
+def throughput(session: Session, queue: str, since: float = 0.0) -> Throughput:
+    """The jobs of the queue created at or after `since` (seconds since the epoch)."""
+    row = session.execute(
+        text(
+            """
+            SELECT count(*) AS jobs,
+                   count(*) FILTER (WHERE status = 'completed') AS completed,
+                   coalesce(sum(attempts), 0) AS attempts,
+                   extract(epoch FROM max(finished_at) - min(created_at)) AS seconds,
+                   extract(epoch FROM max(finished_at) - max(created_at)) AS behind
+              FROM jobs WHERE queue = :queue AND created_at >= to_timestamp(:since)
+            """
+        ),
+        {"queue": queue, "since": since},
+    ).one()
+    return Throughput(
+        row.jobs, row.completed, int(row.attempts), float(row.seconds or 0), float(row.behind or 0)
+    )
+
+
 def count_status(session: Session, queue: str, status: str) -> int:
     return int(
         session.scalar(

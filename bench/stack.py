@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from typing import IO
 
 from sqlalchemy.engine import make_url
 
@@ -60,26 +61,41 @@ class Stack:
         _, self.key = auth.create_key(self.ctx, "bench", [auth.Scope.PRODUCER])
         self.principal = auth.authenticate(self.ctx, f"Bearer {self.key}")
 
-    def start_api(self) -> str:
+    def start_api(self, settings: Settings | None = None, log: IO[bytes] | None = None) -> str:
+        """The API on a free port (`settings`: other than the benchmark's; `log`: where its
+        log lines go, else this process's stderr); its URL once it answers."""
         port = free_port()
-        env = settings_env(self.settings, API_PORT=str(port), API_WORKERS=str(self.api_workers))
-        self._start(["api"], env)
+        env = settings_env(
+            settings or self.settings, API_PORT=str(port), API_WORKERS=str(self.api_workers)
+        )
+        self._start(["api"], env, log)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: api_answers(url), 60, what="the API start")
         return url
 
-    def start_fleet(self, processes: int, threads: int, queue: str) -> subprocess.Popen[bytes]:
+    def start_fleet(
+        self,
+        processes: int,
+        threads: int,
+        queue: str,
+        settings: Settings | None = None,
+        log: IO[bytes] | None = None,
+    ) -> subprocess.Popen[bytes]:
         args = ["worker", "--processes", str(processes), "--threads", str(threads),
                 "--queues", queue]  # fmt: skip
         env = settings_env(
-            self.settings, FLEET_HOST=f"bench-{uuid.uuid4().hex[:6]}", TASK_MODULES="bench.probe"
+            settings or self.settings,
+            FLEET_HOST=f"bench-{uuid.uuid4().hex[:6]}",
+            TASK_MODULES="bench.probe",
         )
         # The clock the peers' start-up is measured from: their worker command's launch.
         self.fleet_launched = time.time()
-        return self._start(args, env)
+        return self._start(args, env, log)
 
-    def _start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process: subprocess.Popen[bytes] = start_app(args, env)
+    def _start(
+        self, args: list[str], env: dict[str, str], log: IO[bytes] | None = None
+    ) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = start_app(args, env, stderr=log)
         self.processes.append(process)
         return process
 

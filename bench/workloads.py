@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from uuid_utils.compat import uuid7
 
 from app.runtime import freeze_startup_objects
-from bench import readout, vacuum
+from bench import defaults, readout, vacuum
 from bench.ceiling import insert_commit_rate, push_pop_rate
 from bench.dashboard import measure as measure_dashboard
 from bench.load import Load, closed_loop, paced, process_tree_cpu_seconds
@@ -42,10 +42,12 @@ class Sizes:
     txn_jobs: int = 1_000  # transactional enqueues, one per transaction
     txn_rate: float = 100.0
     churned_jobs: int = 1_000_000
+    defaults_rate: float = 1_000.0  # submits per second k6 offers the default-settings stack
+    defaults_seconds: int = 20
 
 
 QUICK = Sizes(
-    2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 100, 100.0, 5_000
+    2_000, 16, 5_000, 1_000, 2_000, 200, 100.0, 5_000, 0.5, 2, 4, 5_000, 100, 100.0, 5_000, 100.0, 3
 )
 
 
@@ -206,6 +208,10 @@ def autovacuum_off(stack: Stack, sizes: Sizes) -> dict[str, float]:
     )
 
 
+def default_settings(stack: Stack, sizes: Sizes) -> dict[str, float]:
+    return defaults.measure(stack, defaults.Shape(sizes.defaults_rate, sizes.defaults_seconds))
+
+
 def ceiling(stack: Stack, sizes: Sizes) -> dict[str, float]:
     return {
         "postgres_insert_commit_per_second": insert_commit_rate(
@@ -229,6 +235,7 @@ WORKLOADS: dict[str, Workload] = {
     "enqueue-txn": lambda stack, sizes: transactional(stack, sizes, through_sql=False),
     "enqueue-sql": lambda stack, sizes: transactional(stack, sizes, through_sql=True),
     "enqueue-rate": lambda stack, sizes: commit_rates(stack, sizes.ceiling_seconds),
+    "defaults": default_settings,
     "dashboard": dashboard,
     "autovacuum-off": autovacuum_off,
 }

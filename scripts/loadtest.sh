@@ -7,7 +7,7 @@ caller_dir="$PWD"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 usage() {
-    printf 'usage: %s smoke|load|spike|soak [extra k6 run arguments]\n' "$0"
+    printf 'usage: %s smoke|load|spike|soak|throughput [extra k6 run arguments]\n' "$0"
 }
 
 print_help() {
@@ -37,7 +37,7 @@ usage_error() {
 profile="$1"
 shift
 case "$profile" in
-    smoke | load | spike | soak) ;;
+    smoke | load | spike | soak | throughput) ;;
     -h | --help) print_help && exit 0 ;;
     *) usage_error "unknown profile $(printf '%q' "$profile")" ;;
 esac

@@ -23,7 +23,7 @@ def test_bench_runs_every_workload_and_writes_its_results(
     done = subprocess.run(
         [sys.executable, "-m", "app", "bench", "--quick", "--runs", "1",
          "--only", "ceiling,submit-http,submit-batch,drain-2x2,pickup,enqueue-txn,enqueue-sql,"
-         "enqueue-rate,dashboard",
+         "enqueue-rate,dashboard,defaults",
          "--out", str(tmp_path), "--local-dir", str(tmp_path / "local")],
         cwd=ROOT, env=settings_env(settings, LOG_LEVEL="WARNING"),
         capture_output=True, text=True, timeout=300, check=False,
@@ -33,7 +33,7 @@ def test_bench_runs_every_workload_and_writes_its_results(
     figures = json.loads(result.read_text())["results"]
     assert set(figures) == {
         "ceiling", "submit-http", "submit-batch", "drain-2x2", "pickup", "enqueue-txn",
-        "enqueue-sql", "enqueue-rate", "dashboard",
+        "enqueue-sql", "enqueue-rate", "dashboard", "defaults",
     }  # fmt: skip
     drain = figures["drain-2x2"][0]
     assert drain["jobs_per_second"] > 0 and drain["jobs_per_second_total"] > 0
@@ -49,6 +49,13 @@ def test_bench_runs_every_workload_and_writes_its_results(
     dashboard = figures["dashboard"][0]
     assert dashboard["payload_one_match_p95_ms"] >= dashboard["payload_one_match_p50_ms"] > 0
     assert dashboard["overview_admin_p50_ms"] > 0 and dashboard["seed_seconds"] > 0
+    # The default-settings stack, loaded by k6: every job submitted was completed (the workload
+    # itself checks each once, in Postgres), with the logs a deployment writes.
+    defaults = figures["defaults"][0]
+    assert defaults["submitted_per_second"] > 0 and defaults["completed_per_second"] > 0
+    assert defaults["failed_requests"] == 0
+    assert defaults["request_p95_ms"] >= defaults["request_p50_ms"] > 0
+    assert defaults["log_lines_per_job"] >= 3  # a request line, created, claimed, completed
 
 
 def test_the_autovacuum_off_workload_compares_a_churned_table_with_a_fresh_one(
