@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 CONTEXT_FIELDS = ("request_id", "tenant", "job_id", "worker_id", "queue", "task")
 
@@ -50,7 +50,9 @@ class _ContextFilter(logging.Filter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        # orjson: the same lines at about half the CPU of the json module's encoder, which
+        # counts at several lines per job (a request line, then created, claimed, completed).
+        OrjsonFormatter(
             "{levelname}{name}{message}",
             style="{",
             timestamp="time",  # ISO 8601, UTC, microseconds

@@ -38,7 +38,7 @@ def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the authenticated caller, holding `scope`, within its `action` limit.
 
     It runs on the event loop and moves to the thread pool only for blocking work: a key not
-    verified in the last few seconds, or a rate-limit count in Redis.
+    verified in the last few seconds. The rate-limit count in Redis is awaited on the loop.
     """
 
     async def dependency(
@@ -51,7 +51,7 @@ def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
         bind(tenant=principal.tenant)
         principal.require(scope)
         if limits.enabled(ctx):
-            await run_in_threadpool(limits.hit, ctx, principal, action)
+            await limits.ahit(ctx, principal, action)
         return principal
 
     return dependency

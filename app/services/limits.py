@@ -21,3 +21,8 @@ def hit(ctx: Context, principal: Principal, action: str) -> None:
     """Count one request of `action` by the caller's key; RateLimited when over the limit.
     Blocking (a Redis round trip): call it from a thread, not from the event loop."""
     ctx.rate_limits.hit(action, str(principal.key_id))
+
+
+async def ahit(ctx: Context, principal: Principal, action: str) -> None:
+    """`hit` on the event loop."""
+    await ctx.rate_limits.ahit(action, str(principal.key_id))
