@@ -21,6 +21,7 @@ Environment:
   JOBFLEET_KEY    an API key with the producer scope (default: the demo key in .local/demo-key)
   SUMMARY_EXPORT  where k6 writes its JSON summary (default .local/loadtest/<profile>.json)
   DURATION, SCALE, TASK, QUEUE, THINK_TIME, ...  tune the profile: see tests/load/common.js
+  RATE, JOBFLEET_KEYS  throughput: submits per second, and the keys they take turns with
 
 k6 runs from the repository root: relative paths in extra k6 arguments are taken from there.
 The exit status is k6's: 0 when every threshold held, 99 when one was crossed.
