@@ -73,11 +73,13 @@ def measure(stack: Stack, shape: Shape) -> dict[str, float]:
             wait_until(lambda: not stack.unfinished(QUEUE), 120, what="the warm-up jobs")
             since = time.time()  # the machine's clock, as Postgres' is
             cpu = [process_tree_cpu_seconds(process.pid) for process in (api, fleet)]
+            database = _database_work(stack)
             summary, k6_cpu = _k6(url, keys, shape, logs / "summary.json")
             wait_until(lambda: not stack.unfinished(QUEUE), 600, what="the submitted jobs")
             cpu = [
                 process_tree_cpu_seconds(p.pid) - c for p, c in zip((api, fleet), cpu, strict=True)
             ]
+            database_after = _database_work(stack)
             stack.stop(fleet)
             stack.stop(api)
         lines = sum(_lines(logs / name) for name in ("api.log", "fleet.log"))
@@ -103,6 +105,9 @@ def measure(stack: Stack, shape: Shape) -> dict[str, float]:
         "api_cpu_ms_per_job": cpu[0] / submitted * 1000,
         "fleet_cpu_ms_per_job": cpu[1] / submitted * 1000,
         "k6_cpu_ms_per_job": k6_cpu / submitted * 1000,
+        # Postgres' own statistics (pg_stat_database), its statements' time and its commits.
+        "postgres_active_ms_per_job": (database_after.active_ms - database.active_ms) / submitted,
+        "commits_per_job": (database_after.commits - database.commits) / submitted,
         "log_lines_per_job": lines / every,
     }
 
@@ -136,6 +141,11 @@ def _k6(url: str, keys: list[str], shape: Shape, summary: Path) -> tuple[dict[st
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     document: dict[str, Any] = json.loads(summary.read_text())
     return document, cpu
+
+
+def _database_work(stack: Stack) -> readout.DatabaseWork:
+    with stack.ctx.db.transaction() as session:
+        return readout.database_work(session)
 
 
 def _lines(path: Path) -> int:

@@ -79,6 +79,26 @@ def throughput(session: Session, queue: str, since: float = 0.0) -> Throughput:
     )
 
 
+@dataclass(frozen=True)
+class DatabaseWork:
+    commits: int
+    active_ms: float  # Postgres' own count of the time its sessions spent running statements
+    idle_in_transaction_ms: float
+
+
+def database_work(session: Session) -> DatabaseWork:
+    """This database's counters in `pg_stat_database` so far (read from a new transaction: the
+    statistics a transaction sees stay as they were when it first read them)."""
+    session.execute(text("SELECT pg_stat_clear_snapshot()"))
+    row = session.execute(
+        text(
+            "SELECT xact_commit, active_time, idle_in_transaction_time FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        )
+    ).one()
+    return DatabaseWork(int(row[0]), float(row[1]), float(row[2]))
+
+
 def count_status(session: Session, queue: str, status: str) -> int:
     return int(
         session.scalar(
