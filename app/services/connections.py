@@ -21,12 +21,11 @@ SPARE = 1
 LISTENER = 1
 
 
-def _duty_count() -> int:
-    # Imported when asked: a worker process sizes its pool without loading every duty's
-    # modules (a tenth of a second of its start).
-    from app.services.maintenance import DUTY_COUNT
-
-    return DUTY_COUNT
+# The periodic duties' threads: app/services/maintenance.py's `all_duties` makes this many (a
+# test checks it). A number of its own here, so that sizing a pool imports none of the duties'
+# modules: a manager sizes its own before its duties start, and loading their modules then
+# would take the CPU its first children need to reach their first claim.
+DUTY_THREADS = 7
 
 
 def api(settings: Settings) -> Pool:
@@ -48,7 +47,7 @@ def manager(settings: Settings) -> Pool:
     """A fleet's manager: its duty threads (when it runs them) and its own tick (releasing the
     jobs of a dead worker process, a burst run's look at its queues). With the duties, the
     listener may hold one more connection, outside the pool (LISTENER)."""
-    duties = _duty_count() if settings.run_duties else 0
+    duties = DUTY_THREADS if settings.run_duties else 0
     return Pool(duties + 1 + SPARE, 0, "manager")
 
 
@@ -60,7 +59,7 @@ def manager_start() -> Pool:
 
 def maintenance() -> Pool:
     """`python -m app maintenance`: its duty threads (and the listener's, outside the pool)."""
-    return Pool(_duty_count() + SPARE, 0, "maintenance")
+    return Pool(DUTY_THREADS + SPARE, 0, "maintenance")
 
 
 def command(name: str) -> Pool:

@@ -26,7 +26,7 @@ from app.dispatch import delayed, fleet, locks, ready, reconcile
 from app.dispatch.ready import Place
 from app.domain.states import TERMINAL, JobStatus
 from app.logging import log_context
-from app.services import bulk, execution, schedules
+from app.services import bulk, connections, execution, schedules
 from app.services.context import Context
 from app.services.listening import Listener
 from app.store import audit as audit_store
@@ -313,7 +313,7 @@ class Schedules:
 # most one Postgres connection at a time (app/services/connections.py counts on it). The
 # listener's thread is not among them: it holds no pooled connection, only one of its own
 # (connections.LISTENER).
-DUTY_COUNT = 7
+DUTY_COUNT = connections.DUTY_THREADS
 
 
 def all_duties(ctx: Context) -> list[Duty]:

@@ -95,6 +95,7 @@ class JobLoop:
         paused: set[str],
         on_deadline: Any = None,
         clock: Clock | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.worker_id = worker_id
@@ -107,6 +108,9 @@ class JobLoop:
         self.applied_paused: set[str] = paused  # what the current pop honours
         self.on_deadline = on_deadline or (lambda index, deadline: None)
         self.clock = clock or SystemClock()
+        # Called once, when the loop has claimed its first jobs or found none ready: its
+        # process's manager holds its own start-up work back until then (manager.py).
+        self.on_started = on_started
         self.prefetch_max = max(1, ctx.settings.worker_prefetch)
         self.prefetch = 1
         self.average_run = 0.0
@@ -129,6 +133,7 @@ class JobLoop:
         if taken is None:
             return 0
         batch = self.claim(taken)
+        self.started()
         ran = 0
         try:
             for job in batch:
@@ -158,6 +163,7 @@ class JobLoop:
         count = self.batch_size()
         taken = taking.take(self.ctx, served, count)
         if taken is None:
+            self.started()  # nothing to claim: no reason to hold anything back for us
             woken = taking.wait(self.ctx, served, POP_TIMEOUT, self.worker_id)
             if not woken or self.stopping.is_set():
                 return None
@@ -172,6 +178,11 @@ class JobLoop:
             taking.hand_back(self.ctx, taken)
             return None
         return taken
+
+    def started(self) -> None:
+        if self.on_started is not None:
+            on_started, self.on_started = self.on_started, None
+            on_started()
 
     def prefetch_limit(self) -> int:
         """At most WORKER_PREFETCH ids, and no more than BATCH_BUDGET seconds of work."""

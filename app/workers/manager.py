@@ -4,7 +4,8 @@ It restarts a child that dies, kills a child whose job outlived its hard timeout
 desired process count operators set through the API, and on SIGTERM or SIGINT stops the fleet
 within the grace period. Each child builds its own connections. The first children are forked,
 before the manager has a thread or a connection of its own, so that they claim without
-importing everything again; every later child is spawned (docs/DECISIONS.md 79).
+importing everything again; every later child is spawned (docs/DECISIONS.md 93). The manager's
+metrics port and duties start once those children have made their first claims (DECISIONS 96).
 
 A burst run (`burst=True`) stops the same way once its queues have no work left
 (`app/services/drain.py` says what that means), keeps the size it was started with, and exits
@@ -45,6 +46,9 @@ TICK = 0.1
 DESIRED_REFRESH = 0.5
 HEALTHY_LIFETIME = 10.0  # a child that lived this long ends a crash loop
 MAX_RESPAWN_DELAY = 30.0
+# The longest the manager holds its metrics port and duties back for its first children's
+# first claims (a child that cannot reach Postgres never makes one).
+OWN_START_HOLD = 5.0
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Child:
     worker_id: str
     process: BaseProcess
     deadlines: Any  # shared array of time.time() deadlines, one per job loop; 0 = idle
+    first_turn: Any  # shared flag: a job loop of the child has claimed, or found nothing ready
     started: float = field(default_factory=time.monotonic)
     retiring: bool = False
     killed_for_timeout: bool = False
@@ -113,16 +118,20 @@ class WorkerManager:
                 self.ctx.close()
                 return self.exit_code
             self.start_first_children()
-            self.serve_metrics()
             duties_stop = threading.Event()
-            if self.settings.run_duties:
-                # Imported once the first children run: they never need the duties' modules.
-                from app.services.maintenance import start_duties
-
-                start_duties(self.ctx, self.manager_id, duties_stop)
+            # The metrics port and the duties wait for the first children's first claims:
+            # loading the duties' modules and starting their threads, each of which connects,
+            # takes more CPU than a child needs to reach its first claim, and on two cores it
+            # would be taken from the children. OWN_START_HOLD bounds the wait (a child that
+            # cannot reach Postgres, say).
+            own_start_at = time.monotonic() + OWN_START_HOLD
+            own_started = False
             next_desired = next_beat = 0.0
             while not self.stop_requested.is_set():
                 now = time.monotonic()
+                if not own_started and (now >= own_start_at or self.first_children_started()):
+                    own_started = True
+                    self.start_own_services(duties_stop)
                 if self.parent is not None and os.getppid() != self.parent:
                     log.warning("parent gone: stopping", extra={"action": "fleet_orphaned"})
                     break
@@ -167,6 +176,19 @@ class WorkerManager:
         finally:
             self.forking = None
         self.ctx = Context(self.settings, pool=connections.manager(self.settings))
+
+    def first_children_started(self) -> bool:
+        """Whether every child has claimed its first jobs or found none ready."""
+        return all(child.first_turn.value for child in self.children if not child.retiring)
+
+    def start_own_services(self, duties_stop: threading.Event) -> None:
+        """The fleet's metrics port and, unless RUN_DUTIES is off, the periodic duties."""
+        self.serve_metrics()
+        if self.settings.run_duties:
+            # Imported here: no worker process needs the duties' modules.
+            from app.services.maintenance import start_duties
+
+            start_duties(self.ctx, self.manager_id, duties_stop)
 
     def _on_signal(self, signum: int, _: object) -> None:
         if os.getpid() != self.pid:
@@ -357,14 +379,18 @@ class WorkerManager:
         worker_id = f"{self.host}:{os.getpid()}:{self.spawned}"
         mp = self.forking or self.mp
         deadlines = mp.Array(ctypes.c_double, self.threads, lock=False)
+        first_turn = mp.Value(ctypes.c_bool, False, lock=False)
         spec = WorkerSpec(
             self.settings, worker_id, self.host, self.queues, self.threads, os.getpid()
         )
         process = mp.Process(
-            target=run_worker_process, args=(spec, deadlines), name=worker_id, daemon=False
+            target=run_worker_process,
+            args=(spec, deadlines, first_turn),
+            name=worker_id,
+            daemon=False,
         )
         process.start()
-        child = Child(worker_id, process, deadlines)
+        child = Child(worker_id, process, deadlines, first_turn)
         self.children.append(child)
         log.info("worker spawned", extra={"action": "worker_spawned", "child": worker_id})
         return child

@@ -48,10 +48,13 @@ class WorkerSpec:
 
 
 class WorkerProcess:
-    def __init__(self, spec: WorkerSpec, deadlines: Any) -> None:
+    def __init__(self, spec: WorkerSpec, deadlines: Any, first_turn: Any = None) -> None:
         self.spec = spec
         self.ctx = Context(spec.settings, pool=connections.worker(spec.threads))
         self.deadlines = deadlines  # shared array: the manager kills us past deadline + grace
+        # Shared flag, set once a job loop has made its first claim or found nothing ready:
+        # the manager starts its duties after that, so as not to slow the claim down.
+        self.first_turn = first_turn
         self.stopping = threading.Event()
         self.counters = Counters()
         self.slots = [Slot(i) for i in range(spec.threads)]
@@ -60,6 +63,10 @@ class WorkerProcess:
 
     def set_deadline(self, index: int, deadline: float) -> None:
         self.deadlines[index] = deadline
+
+    def set_started(self) -> None:
+        if self.first_turn is not None:
+            self.first_turn.value = True
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
@@ -78,6 +85,7 @@ class WorkerProcess:
                 self.stopping,
                 paused=set(),
                 on_deadline=self.set_deadline,
+                on_started=self.set_started,
             )
             self.loops.append(loop)
             thread = threading.Thread(target=loop.run, name=f"job-loop-{slot.index}", daemon=True)
@@ -193,12 +201,12 @@ class WorkerProcess:
         self.ctx.close()
 
 
-def run_worker_process(spec: WorkerSpec, deadlines: Any) -> None:
+def run_worker_process(spec: WorkerSpec, deadlines: Any, first_turn: Any = None) -> None:
     """The entry point of a child, forked or spawned."""
     configure_logging(spec.settings.log_level)
     # A forked child starts inside its manager's log context: every line of its own names it.
     with log_context(worker_id=spec.worker_id):
-        raise SystemExit(WorkerProcess(spec, deadlines).run())
+        raise SystemExit(WorkerProcess(spec, deadlines, first_turn).run())
 
 
 def default_host(settings: Settings) -> str:
