@@ -39,6 +39,6 @@ def backlog(ctx: Context, queues: list[str]) -> Backlog:
     open_queues = [q for q in queues if q not in paused]
     busy: list[str] = []
     if open_queues:
-        with ctx.db.transaction() as session:
+        with ctx.db.begin() as session:
             busy = store.queues_with_work(session, open_queues)
     return Backlog(busy=busy, paused=[q for q in queues if q in paused])

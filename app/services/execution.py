@@ -1,7 +1,8 @@
 """Running jobs: claim, finish, the retry policy applied to failures, lease renewal.
 
 Shared by the native fleet, the HTTP lease protocol and recovery, so all follow one set of
-rules: every finish is fenced by its lease token, every failure goes through `decide`.
+rules: every finish is fenced by its lease token, every failure goes through `decide`. Each
+runs on a Core connection (`Database.begin`): a worker process loads no ORM.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def claim(
     tenant: str | None = None,
 ) -> list[Claimed]:
     """Claim the ids that are still queued (of `tenant` only, when given)."""
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         claimed = claims.claim(
             session,
             [uuid.UUID(j) for j in job_ids],
@@ -88,7 +89,7 @@ def encode_result(result: Any) -> str:
 
 def complete(ctx: Context, lease: Lease, result_json: str) -> bool:
     """Record success; False when this lease was lost and the job is someone else's now."""
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         done = claims.finish(
             session, lease, JobStatus.COMPLETED, AttemptOutcome.COMPLETED, result_json=result_json
         )
@@ -102,7 +103,7 @@ def complete_many(ctx: Context, done: list[tuple[Lease, str]]) -> int:
     """Record a group of successes in one transaction; returns how many were still held."""
     if not done:
         return 0
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         finished = claims.complete_many(session, done)
     for item in finished:
         _count_finish(ctx, item, AttemptOutcome.COMPLETED)
@@ -133,7 +134,7 @@ def fail(
     decision = decide(
         lease.attempt, lease.max_retries, retryable, settings.retry_base, settings.retry_cap, rand
     )
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         if isinstance(decision, DeadLetter):
             done = claims.finish(session, lease, JobStatus.FAILED, outcome, error=error)
         else:
@@ -203,7 +204,7 @@ def _log_finish(lease: Lease, done: Finished | None, **extra: Any) -> None:
 
 def unclaim(ctx: Context, leases: list[Lease]) -> None:
     """Give back claimed jobs that never started: queued again at the head of their lists."""
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         released = claims.unclaim(session, leases)
     by_place: dict[Place, list[str]] = {}
     for job in released:
@@ -213,14 +214,16 @@ def unclaim(ctx: Context, leases: list[Lease]) -> None:
 
 def renew_leases(ctx: Context, leases: list[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID, bool]:
     """Renew the leases (job id, lease token) still held; each job's cancel flag."""
-    with ctx.db.transaction() as session:
+    if not leases:
+        return {}  # an idle worker's heartbeat: no connection taken for nothing
+    with ctx.db.begin() as session:
         return claims.extend_leases(session, leases, lease_seconds(ctx))
 
 
 def extend_lease(
     ctx: Context, job_id: uuid.UUID, lease_token: uuid.UUID, seconds: float, tenant: str | None
 ) -> Extended | None:
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         return claims.extend_lease(session, job_id, lease_token, seconds, tenant)
 
 
@@ -243,6 +246,6 @@ def recover(ctx: Context, held: Held, why: str) -> Finished | None:
 
 def release_dead_worker(ctx: Context, worker_id: str) -> int:
     """After a worker process died, recover every job it held; returns how many."""
-    with ctx.db.transaction() as session:
+    with ctx.db.begin() as session:
         held = claims.held_by(session, worker_id)
     return sum(1 for h in held if recover(ctx, h, f"process {worker_id} died") is not None)

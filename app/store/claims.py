@@ -8,15 +8,17 @@ worker that lost its lease (presumed dead, job re-run elsewhere) changes nothing
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, text
-from sqlalchemy.orm import Session
 
 from app.domain.records import Claimed, Extended, Finished, Held, Lease, Ready
 from app.domain.states import AttemptOutcome, JobStatus
 from app.store.scans import plain_index_scans
 from app.store.transitions import CLAIM, FINISH, UNCLAIM, guarded
+
+if TYPE_CHECKING:
+    from app.store.engine import Executor
 
 # Statements that look jobs up by id test their status as `status || ''` (and their tenant as
 # `tenant || ''`), which no index on status or tenant can serve. A queue filled since the last
@@ -43,7 +45,7 @@ _CLAIM = guarded(
 
 
 def claim(
-    session: Session,
+    session: Executor,
     job_ids: list[uuid.UUID],
     worker_id: str,
     lease_seconds: float,
@@ -110,7 +112,7 @@ _FINISH = guarded(
 
 
 def finish(
-    session: Session,
+    session: Executor,
     lease: Lease,
     status: JobStatus,
     outcome: AttemptOutcome,
@@ -186,7 +188,7 @@ _COMPLETE_MANY = guarded(
 )
 
 
-def complete_many(session: Session, done: list[tuple[Lease, str]]) -> list[Finished]:
+def complete_many(session: Executor, done: list[tuple[Lease, str]]) -> list[Finished]:
     """Record many successful attempts (lease, result JSON); returns those still held."""
     rows = session.execute(
         _COMPLETE_MANY,
@@ -218,7 +220,7 @@ _UNCLAIM = guarded(
 )
 
 
-def unclaim(session: Session, leases: list[Lease]) -> list[Ready]:
+def unclaim(session: Executor, leases: list[Lease]) -> list[Ready]:
     """Undo claims of jobs that never started (fenced): queued again, the attempt not counted
     (cancelled instead, if that was asked meanwhile). Returns the places of the queued ones,
     in the order they became ready."""
@@ -254,7 +256,7 @@ OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant || '' = :tenant)"
 
 
 def extend_lease(
-    session: Session,
+    session: Executor,
     job_id: uuid.UUID,
     lease_token: uuid.UUID,
     lease_seconds: float,
@@ -277,7 +279,7 @@ def extend_lease(
 
 
 def extend_leases(
-    session: Session, leases: list[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
+    session: Executor, leases: list[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
 ) -> dict[uuid.UUID, bool]:
     """Push the leases (job id, lease token) of running jobs forward; maps each job still held
     to its cancel flag."""
@@ -304,7 +306,7 @@ _LEASES_WHERE = """
 """
 
 
-def _held(session: Session, condition: str, limit: int, **params: Any) -> list[Held]:
+def _held(session: Executor, condition: str, limit: int, **params: Any) -> list[Held]:
     with plain_index_scans(session):
         rows = session.execute(
             text(_LEASES_WHERE.format(condition=condition)), {"limit": limit, **params}
@@ -315,12 +317,12 @@ def _held(session: Session, condition: str, limit: int, **params: Any) -> list[H
     ]
 
 
-def held_by(session: Session, worker_id: str, limit: int = 1000) -> list[Held]:
+def held_by(session: Executor, worker_id: str, limit: int = 1000) -> list[Held]:
     """Jobs a worker process still holds (the manager asks after that process died)."""
     return _held(session, "worker_id = :worker_id", limit, worker_id=worker_id)
 
 
-def expired_leases(session: Session, limit: int) -> list[Held]:
+def expired_leases(session: Executor, limit: int) -> list[Held]:
     """Running jobs whose lease ran out: their worker stopped renewing it."""
     return _held(session, "lease_expires_at < now()", limit)
 
@@ -340,7 +342,7 @@ _UNRENEWED = text(
 
 
 def unrenewed_leases(
-    session: Session, silent_seconds: float, lease_seconds: float, limit: int
+    session: Executor, silent_seconds: float, lease_seconds: float, limit: int
 ) -> list[tuple[Held, str]]:
     """Native-fleet jobs whose lease has not been renewed for `silent_seconds`, with their
     worker ids: recovery checks those workers' heartbeat keys. HTTP leases (worker ids
@@ -356,7 +358,7 @@ def unrenewed_leases(
 
 
 def current_lease(
-    session: Session, job_id: uuid.UUID, lease_token: uuid.UUID, tenant: str | None
+    session: Executor, job_id: uuid.UUID, lease_token: uuid.UUID, tenant: str | None
 ) -> Lease | None:
     """The lease, if `lease_token` is still the one holding the running job of `tenant` (any
     tenant when None)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from app.store.scans import plain_index_scans
+
+if TYPE_CHECKING:
+    from app.store.engine import Executor
 
 # One probe per kind of work, so that each is served by its partial index (queued by queue,
 # processing by lease token, scheduled by run_at) and stops at the first row it finds.
@@ -21,7 +25,7 @@ _QUEUES_WITH_WORK = text(
 )
 
 
-def queues_with_work(session: Session, queues: list[str]) -> list[str]:
+def queues_with_work(session: Executor, queues: list[str]) -> list[str]:
     """The queues among `queues` holding a job that is queued, running, due (scheduled with
     its run_at passed) or waiting out the backoff of a retry (scheduled after an attempt)."""
     if not queues:

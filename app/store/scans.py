@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from app.store.engine import Executor
 
 
 @contextmanager
-def plain_index_scans(session: Session) -> Iterator[None]:
+def plain_index_scans(session: Executor) -> Iterator[None]:
     """Plan the statements inside without bitmap scans; the transaction's setting is restored
     after them."""
     previous = session.scalar(text("SELECT current_setting('enable_bitmapscan')"))
