@@ -7,6 +7,7 @@ the product alone (the image) answers them with a clear error."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -313,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)  # the rest is a tool's own arguments
+    if args.command != "worker":
+        # Off while the modules loaded (app/__main__.py); a fleet's manager turns it back on
+        # once its first children are forked (app/workers/manager.py).
+        gc.enable()
     tool: ToolMain | None = None
     if args.command in TOOLS:
         tool = _load_tool(args.command)

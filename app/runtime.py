@@ -12,6 +12,8 @@ import gc
 
 
 def freeze_startup_objects() -> None:
-    """Call once the process has started up, before it serves."""
+    """Call once the process has started up, before it serves. Collection is on afterwards,
+    also in a child forked from a manager that loaded its modules without it."""
     gc.collect()  # what start-up left as garbage goes now, not frozen forever
     gc.freeze()
+    gc.enable()

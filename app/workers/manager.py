@@ -168,13 +168,18 @@ class WorkerManager:
             self.forking = multiprocessing.get_context("fork")
             # Out of every collection, here and in the children: a collection would touch, and
             # so copy, every page they share with this process. No full collection first
-            # (app.runtime's): it costs tens of milliseconds of the first claim's wait and
-            # finds next to nothing, the collections during the imports having run.
+            # (app.runtime's): it costs a tenth of a second of the first claim's wait, and the
+            # few hundred objects the imports left as garbage (collection being off meanwhile,
+            # app/__main__.py) stay frozen instead, a few tens of kilobytes.
             gc.freeze()
         try:
             self.follow_desired()
         finally:
             self.forking = None
+            # Off since the start when run by `python -m app worker` (app/__main__.py): the
+            # imports' objects are frozen by now, and a forked child turns it on for itself
+            # (app.runtime).
+            gc.enable()
         self.ctx = Context(self.settings, pool=connections.manager(self.settings))
 
     def first_children_started(self) -> bool:
