@@ -1,9 +1,11 @@
 """python -m app bench [--runs N] [--quick] [--only a,b] [--api-workers N] [--out DIR]
-[--peers saq,dramatiq,celery-prefork [--peers-harness PATH] [--peers-runs N]]."""
+[--peers saq,dramatiq,celery-prefork [--peers-harness PATH] [--peers-runs N]]
+[--defaults-rate R]."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         "../shared/bench-peers/run.sh beside this repository)",
     )
     parser.add_argument("--peers-runs", type=int, help="runs of each peer (default: --runs)")
+    parser.add_argument(
+        "--defaults-rate",
+        type=float,
+        help="submits per second k6 offers in the `defaults` workload (default: 1000)",
+    )
     return parser
 
 
@@ -69,7 +76,9 @@ def main(settings: Settings, argv: Sequence[str]) -> int:
         chosen = [
             name for name in WORKLOADS if name in only or (not only and name not in ON_REQUEST)
         ]
-        plan = Plan(chosen, args.runs, args.quick, args.api_workers, Path(args.out))
+        plan = Plan(
+            chosen, args.runs, args.quick, args.api_workers, Path(args.out), args.defaults_rate
+        )
         run(settings, plan, labels, harness, args.peers_runs or args.runs)
     finally:
         for server in reversed(started):
@@ -84,6 +93,7 @@ class Plan:
     quick: bool
     api_workers: int
     out: Path  # the folder of the JSON results
+    defaults_rate: float | None = None  # the `defaults` workload's offered rate, if not its own
 
 
 def run(
@@ -97,6 +107,8 @@ def run(
     (if any): the peers' runs interleave with Jobfleet's, so that a change in the machine's load
     during the run falls on both. Print and write."""
     sizes = QUICK if plan.quick else Sizes()
+    if plan.defaults_rate:
+        sizes = dataclasses.replace(sizes, defaults_rate=plan.defaults_rate)
     about = machine.describe(settings.database_url, settings.redis_url)
     about["load_average_start"] = machine.load_average()
     stack = Stack(settings, plan.api_workers)
