@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
 from typing import Any
 
+import pytest
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from app.api import deps
+from app.domain.errors import Unauthorized
 from app.services import auth
 from app.services.context import Context
 from app.services.keycache import KEY_CACHE_SECONDS
@@ -48,6 +53,39 @@ def test_revoked_key_gets_401(client: TestClient, ctx: Context) -> None:
         timeout=KEY_CACHE_SECONDS + 5,
         interval=0.2,
     )
+
+
+def test_requests_that_find_a_key_unverified_together_share_one_verification(
+    ctx: Context, make_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty requests that arrive with a key its process has not verified (or whose cache
+    entry has just expired) wait for one Postgres verification, not twenty; a wrong key's
+    waiters all get its 401."""
+    asked: list[str] = []
+    verify = auth._verify
+
+    def counted(context: Context, digest: str) -> auth.Principal:
+        asked.append(digest)
+        return verify(context, digest)
+
+    monkeypatch.setattr(auth, "_verify", counted)
+
+    async def together(key: str) -> list[auth.Principal | BaseException]:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+        waits = [deps._verified(ctx, credentials) for _ in range(20)]
+        return await asyncio.gather(*waits, return_exceptions=True)
+
+    good = make_key("acme")
+    principals = asyncio.run(together(good))
+    assert len(asked) == 1
+    assert {p.tenant for p in principals if isinstance(p, auth.Principal)} == {"acme"}
+    assert len(principals) == 20 and all(isinstance(p, auth.Principal) for p in principals)
+
+    asked.clear()
+    refused = asyncio.run(together("jf_not-a-key-of-this-api"))
+    assert len(asked) == 1
+    assert all(isinstance(r, Unauthorized) for r in refused) and len(refused) == 20
+    assert not deps._verifying  # nothing left behind for the next request to find
 
 
 def test_keys_are_stored_only_as_hmac(ctx: Context) -> None:

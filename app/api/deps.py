@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -34,6 +35,35 @@ def _principal(
     return auth.authenticate(ctx, header)
 
 
+# Verifications of a key running now in this process, by event loop, context and key. When a
+# key's cache entry expires, every request that arrives with it before Postgres has answered
+# waits for the one verification under way: under load, each of them asking on its own took a
+# thread each, and each of their updates of the key's last use waited for the one before on the
+# same row.
+_verifying: dict[tuple[asyncio.AbstractEventLoop, int, str], asyncio.Future[Principal]] = {}
+
+
+async def _verified(ctx: Context, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None:
+        return await run_in_threadpool(_principal, ctx, credentials)  # answers 401
+    key = (asyncio.get_running_loop(), id(ctx), credentials.credentials)
+    pending = _verifying.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(run_in_threadpool(_principal, ctx, credentials))
+        _verifying[key] = pending
+        pending.add_done_callback(lambda done: _settled(key, done))
+    # Shielded: a client that goes away cancels its own wait, not the others'.
+    return await asyncio.shield(pending)
+
+
+def _settled(
+    key: tuple[asyncio.AbstractEventLoop, int, str], done: asyncio.Future[Principal]
+) -> None:
+    _verifying.pop(key, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here too, for when every waiter has gone away
+
+
 def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the authenticated caller, holding `scope`, within its `action` limit.
 
@@ -47,7 +77,7 @@ def caller(scope: Scope, action: str) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         principal = auth.cached_principal(ctx, credentials.credentials) if credentials else None
         if principal is None:
-            principal = await run_in_threadpool(_principal, ctx, credentials)
+            principal = await _verified(ctx, credentials)
         bind(tenant=principal.tenant)
         principal.require(scope)
         if limits.enabled(ctx):
