@@ -50,7 +50,9 @@ status=0
 # One test process per CPU, each with a database and key prefix of its own (tests/conftest.py).
 # loadgroup: each process takes the next test when it is almost out of work, except for the
 # tests marked HEAVY (tests/helpers.py), which one process runs one after another.
-.venv/bin/python -m pytest -n auto --dist loadgroup --cov=app --cov-report=term "$@" || status=$?
+# --durations: the slowest tests are named at the end, where the suite's time is to be kept.
+.venv/bin/python -m pytest -n auto --dist loadgroup --durations=25 --cov=app --cov-report=term \
+    "$@" || status=$?
 case "$status" in
     0) jf_section "All gates and tests passed" ;;
     5) jf_section "FAILED: pytest collected no tests" ;;
