@@ -162,6 +162,18 @@ def admin(make_key: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_key('ops', 'admin')}"}
 
 
+@pytest.fixture
+def untraced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The processes this test starts run without coverage.
+
+    For tests that run thousands of jobs or measure speed: coverage (pyproject.toml, `patch =
+    subprocess`) traces every process a test starts, which costs them about half as much CPU
+    again, and the code these processes run is measured by the tests that assert on it.
+    Coverage starts in a process only when this variable is non-empty.
+    """
+    monkeypatch.setenv("COVERAGE_PROCESS_CONFIG", "")
+
+
 @pytest.fixture(scope="session")
 def live_api(settings: Settings) -> Iterator[LiveAPI]:
     api = LiveAPI(settings, API_WORKERS="2")

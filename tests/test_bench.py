@@ -10,10 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.settings import Settings
 from bench import peers as peers_module
 from bench.peers import ratio_table, ratios, read_peers
 from tests.helpers import HEAVY, ROOT, settings_env
+
+# The benchmark measures speed; what it runs of the product is measured by the other tests.
+pytestmark = pytest.mark.usefixtures("untraced")
 
 
 @HEAVY

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -86,6 +87,7 @@ def test_the_bulk_duty_is_one_of_the_periodic_duties(ctx: Context) -> None:
 
 
 @HEAVY
+@pytest.mark.usefixtures("untraced")
 def test_a_bulk_replay_of_10000_dead_jobs_counts_first_runs_in_batches_and_every_job_runs(
     client: TestClient, ctx: Context, settings: Settings, producer: dict[str, str]
 ) -> None:

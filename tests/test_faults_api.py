@@ -17,7 +17,7 @@ from tests.fault_support import JOBS, fast, prime, run_to_the_end, submit_many
 from tests.fleet_support import job_row
 from tests.helpers import HEAVY, LiveAPI, LiveFleet, wait_until
 
-pytestmark = [pytest.mark.live, HEAVY]
+pytestmark = [pytest.mark.live, HEAVY, pytest.mark.usefixtures("untraced")]
 
 
 class BlackHole:

@@ -26,7 +26,7 @@ from tests.fault_support import (
 from tests.fleet_support import job_row, workers_of
 from tests.helpers import HEAVY, LiveAPI, LiveFleet, wait_until
 
-pytestmark = [pytest.mark.live, HEAVY]
+pytestmark = [pytest.mark.live, HEAVY, pytest.mark.usefixtures("untraced")]
 
 
 # --- 1. worker children SIGKILLed ---------------------------------------------------------------

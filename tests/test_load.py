@@ -71,6 +71,7 @@ def crossed(metric: dict[str, Any]) -> dict[str, bool]:
 
 
 @HEAVY
+@pytest.mark.usefixtures("untraced")
 def test_smoke_profile_passes_and_its_thresholds_catch_a_broken_run(
     settings: Settings, ctx: Context, tmp_path: Path
 ) -> None:

@@ -18,7 +18,7 @@ from tests.browser_support import sign_in
 from tests.helpers import LiveFleet, wait_until
 from tests.test_bulk import by_status, seed
 
-pytestmark = [pytest.mark.live, pytest.mark.browser]
+pytestmark = [pytest.mark.live, pytest.mark.browser, pytest.mark.usefixtures("untraced")]
 
 DEAD = 10_000
 
