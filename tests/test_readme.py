@@ -249,7 +249,6 @@ def test_shapes_catch_a_different_reply() -> None:
 
 
 @HEAVY
-@pytest.mark.usefixtures("untraced")
 def test_the_readme_tour_runs_twice_as_printed(
     settings: Settings, ctx: Context, tmp_path: Path
 ) -> None:

@@ -300,7 +300,11 @@ class Worker:
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join()
+                # Joined in short waits: Python runs a signal's handler in the main thread only,
+                # and when the kernel hands SIGTERM to one of the job threads, a main thread
+                # blocked in a join without a timeout would not see it until that job ended.
+                while thread.is_alive():
+                    thread.join(0.25)
         log.info(
             "worker %s stopped: %s", self.worker_id, self.stats,
             extra={"action": "worker_stopped", "worker_id": self.worker_id},
