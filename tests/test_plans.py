@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg2.errors
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
@@ -81,6 +84,20 @@ def test_claim_and_finish_use_the_primary_key_with_statistics_of_an_empty_table(
         assert "ix_jobs_queued_by_tenant" not in plan, plan
         assert "ix_jobs_processing_token" not in plan, plan
         assert "Seq Scan on jobs" not in plan, plan
+
+
+def test_an_error_inside_plain_index_scans_is_the_error_raised(ctx: Context) -> None:
+    """A failed statement aborts the transaction: the setting is not restored in it (which
+    would fail too, and be the error reported), and the rollback undoes it."""
+    with (
+        pytest.raises(ProgrammingError) as raised,
+        ctx.db.transaction() as session,
+        plain_index_scans(session),
+    ):
+        session.execute(text("SELECT * FROM no_such_table"))
+    assert isinstance(raised.value.orig, psycopg2.errors.UndefinedTable), raised.value
+    with ctx.db.transaction() as session:
+        assert session.scalar(text("SELECT current_setting('enable_bitmapscan')")) == "on"
 
 
 def test_queries_of_work_in_play_read_their_indexes_by_plain_index_scans(ctx: Context) -> None:

@@ -29,10 +29,10 @@ def plain_index_scans(session: Executor) -> Iterator[None]:
     after them."""
     previous = session.scalar(text("SELECT current_setting('enable_bitmapscan')"))
     session.execute(text("SET LOCAL enable_bitmapscan = off"))
-    try:
-        yield
-    finally:
-        session.execute(
-            text("SELECT set_config('enable_bitmapscan', :previous, true)"),
-            {"previous": previous},
-        )
+    yield
+    # Not in a `finally`: after an error the transaction is aborted and is rolled back, which
+    # undoes the SET LOCAL; a statement sent to restore it would fail and hide that error.
+    session.execute(
+        text("SELECT set_config('enable_bitmapscan', :previous, true)"),
+        {"previous": previous},
+    )
