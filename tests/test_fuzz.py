@@ -76,7 +76,7 @@ def test_no_operation_answers_5xx_or_off_its_document(
     # operation its coverage cases (which ignore --max-examples and were two thirds of this
     # pass's calls), so random cases are enough to reach each operation's 403 or its reply.
     passes = [
-        ("admin", make_key("fuzz", "admin"), 20, "examples,coverage,fuzzing,stateful"),
+        ("admin", make_key("fuzz", "admin"), 12, "examples,coverage,fuzzing,stateful"),
         ("producer", make_key("fuzz", "producer"), 15, "fuzzing"),
     ]
     for name, key, examples, phases in passes:

@@ -160,6 +160,8 @@ def test_create_read_list_change_pause_resume_delete_each_audited(
         ({"priority": 10}, "priority"),
         ({"misfire_policy": "catch_up"}, "misfire_policy"),
         ({"payload": DEEP}, "payload"),
+        # Stored by jsonb as 10000000000000000000, which no job of it could carry.
+        ({"payload": {"n": 1e19}}, "payload"),
         ({"unknown": 1}, "unknown"),
     ],
 )

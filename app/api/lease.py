@@ -43,7 +43,7 @@ class Ack(BaseModel):
     result: StoredJson = Field(
         None,
         description=(
-            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; integers within the "
+            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; numbers within the "
             "signed 64-bit range; no NUL character or lone surrogate in any string"
         ),
     )

@@ -60,7 +60,7 @@ class JobCreate(BaseModel):
     payload: StoredJson = Field(
         default_factory=dict,
         description=(
-            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; integers within the "
+            f"Any JSON value, nested at most {MAX_JSON_DEPTH} levels deep; numbers within the "
             "signed 64-bit range; no NUL character or lone surrogate in any string"
         ),
     )

@@ -61,6 +61,10 @@ def _node_problem(node: Any, depth: int) -> tuple[str, str] | None:
     elif isinstance(node, float):
         if not math.isfinite(node):
             return "float_not_finite", "NaN or an infinity, which JSON cannot hold"
+        if not INT64_MIN <= node <= INT64_MAX:
+            # jsonb keeps 1e19 as the exact number 10000000000000000000, which comes back as an
+            # integer outside the range: refused here rather than when the value is read back.
+            return "int_out_of_range", "a number outside the signed 64-bit range"
     elif isinstance(node, str):
         problem = text_problem(node)
         if problem is not None:
@@ -112,7 +116,7 @@ def _storable(document: Any) -> bool:
             elif kind is dict or kind is list:
                 stack.append((value, depth + 1))
             elif kind is float:
-                if not math.isfinite(value):
+                if not (math.isfinite(value) and INT64_MIN <= value <= INT64_MAX):
                     return False
             elif kind is not bool and value is not None:
                 return False
